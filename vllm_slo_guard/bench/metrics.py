@@ -1,0 +1,91 @@
+"""Benchmark figures from per-request records, defined exactly as ``vllm bench serve`` defines them.
+
+TTFT is the first content chunk minus the send time, ITL the gaps between content chunks, E2EL the
+last chunk minus the send time, TPOT per request ``(E2EL − TTFT) / (output_tokens − 1)`` for
+requests with more than one token. Keys follow vLLM's ``{stat}_{metric}_ms`` naming so results are
+comparable with ``vllm bench serve --save-result``. Pure functions: no printing, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+METRICS = ("ttft", "tpot", "itl", "e2el")
+DEFAULT_PERCENTILES = (90.0, 95.0, 99.0)
+
+
+@dataclass
+class RequestRecord:
+    """What one request measured; a failed request has ``success=False`` and an error text."""
+
+    success: bool
+    prompt_len: int = 0
+    output_tokens: int = 0
+    ttft_s: float = 0.0
+    e2el_s: float = 0.0
+    itl_s: Sequence[float] = field(default_factory=list)
+    error: str = ""
+    send_s: float = 0.0
+
+    @property
+    def tpot_s(self) -> float | None:
+        if self.output_tokens > 1:
+            return (self.e2el_s - self.ttft_s) / (self.output_tokens - 1)
+        return None
+
+
+def _pct_key(p: float) -> str:
+    return f"p{int(p)}" if float(p).is_integer() else f"p{p}"
+
+
+def _stats(name: str, values_s: np.ndarray, percentiles: Sequence[float]) -> dict[str, float]:
+    ms = values_s * 1000.0 if values_s.size else np.zeros(1)
+    out = {
+        f"mean_{name}_ms": float(np.mean(ms)),
+        f"median_{name}_ms": float(np.median(ms)),
+        f"std_{name}_ms": float(np.std(ms)),
+    }
+    for p in percentiles:
+        out[f"{_pct_key(p)}_{name}_ms"] = float(np.percentile(ms, p))
+    return out
+
+
+def compute_metrics(
+    records: Sequence[RequestRecord],
+    duration_s: float,
+    *,
+    itl_s: np.ndarray | None = None,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+) -> dict[str, Any]:
+    """vLLM's benchmark result keys for ``records`` measured over ``duration_s``.
+
+    ``itl_s`` may carry every inter-token gap at once (the in-process simulator collects them
+    vectorized); otherwise they are gathered from the records.
+    """
+    ok = [r for r in records if r.success]
+    duration_s = max(duration_s, 1e-9)
+    total_in = sum(r.prompt_len for r in ok)
+    total_out = sum(r.output_tokens for r in ok)
+    if itl_s is None:
+        gaps = [np.asarray(r.itl_s, dtype=float) for r in ok if len(r.itl_s)]
+        itl_s = np.concatenate(gaps) if gaps else np.zeros(0)
+    tpots = [t for t in (r.tpot_s for r in ok) if t is not None]
+    result: dict[str, Any] = {
+        "duration": duration_s,
+        "completed": len(ok),
+        "failed": len(records) - len(ok),
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": len(ok) / duration_s,
+        "output_throughput": total_out / duration_s,
+        "total_token_throughput": (total_in + total_out) / duration_s,
+    }
+    result.update(_stats("ttft", np.array([r.ttft_s for r in ok], dtype=float), percentiles))
+    result.update(_stats("tpot", np.array(tpots, dtype=float), percentiles))
+    result.update(_stats("itl", np.asarray(itl_s, dtype=float), percentiles))
+    result.update(_stats("e2el", np.array([r.e2el_s for r in ok], dtype=float), percentiles))
+    return result

@@ -1,0 +1,284 @@
+"""vLLM 0.32's startup memory accounting, and every startup failure it produces.
+
+Order of events (reference/perf-model.md §4.1, vllm-facts.md §2, §7, §10):
+GPU: backend selection (block size, dtype) → free-memory check against ``utilization × total`` →
+weight load → profile run (activation peak, non-torch memory, CUDA-graph estimate) → KV bytes →
+blocks → "no memory for cache blocks" / "cannot hold one max_model_len request" checks.
+CPU: ``--kv-cache-memory-bytes`` (or ``ceil(node × utilization) − process RSS``) → blocks → the
+same KV checks → the CPU attention backend's block-size rule.
+
+The memory guard of the tuner uses this same module, so prediction and simulation agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..modelinfo import ModelArch
+from .catalog import GiB, GpuSpec
+from .config import EngineConfig
+from .failures import StartupFailure
+
+# Fitted to llm-d's measured component sizes (perf-model.md §4.2): the profile run's peak is the
+# sampler's fp32 logit buffers for max_num_seqs rows (≈9.7 copies) or the forward pass of
+# max_num_batched_tokens tokens, whichever is larger.
+SAMPLER_LOGIT_COPIES = 9.7
+FORWARD_ACTIVATION_FACTOR = 3.0  # bytes of live activations per (token × intermediate width × dtype byte)
+ACTIVATION_BASE_BYTES = int(0.10 * GiB)
+NON_TORCH_BYTES = {1: int(0.13 * GiB)}
+NON_TORCH_TP_BYTES = int(0.55 * GiB)
+CUDAGRAPH_BASE_BYTES = int(0.05 * GiB)
+CUDAGRAPH_BYTES_PER_SIZE_PER_LAYER = int(0.004 * GiB / 32)
+CPU_RUNTIME_RSS_BYTES = int(1.0 * GiB)  # the CPU worker's own footprint besides the weights
+KV_DOCS = "See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What vLLM would log and allocate at startup for one config."""
+
+    total_bytes: int
+    requested_bytes: int
+    weight_bytes: int
+    activation_bytes: int
+    non_torch_bytes: int
+    cudagraph_bytes: int
+    kv_bytes: int
+    num_blocks: int
+    block_size: int
+    max_model_len: int  # after auto-fit
+    page_bytes_per_block: int  # all layers
+
+    @property
+    def kv_tokens(self) -> int:
+        """The figure of vLLM's "KV cache size: N tokens" line."""
+        return int(self.max_concurrency * self.max_model_len)
+
+    @property
+    def max_concurrency(self) -> float:
+        return self.num_blocks / math.ceil(self.max_model_len / self.block_size)
+
+
+def page_bytes_per_block(cfg: EngineConfig, arch: ModelArch) -> int:
+    """Bytes of one KV block over all layers on one rank: ``block × kv_heads × (dk + dv) × bytes × layers``."""
+    kv_heads = max(1, arch.num_kv_heads // cfg.tensor_parallel_size)
+    layers = math.ceil(arch.num_layers / cfg.pipeline_parallel_size)
+    return cfg.block_size * kv_heads * 2 * arch.head_dim * cfg.kv_dtype_bytes * layers
+
+
+def weight_bytes_per_rank(cfg: EngineConfig, arch: ModelArch) -> int:
+    return math.ceil(arch.weight_bytes(cfg.dtype_bytes) / cfg.world_size)
+
+
+def activation_peak_bytes(cfg: EngineConfig, arch: ModelArch) -> int:
+    sampler = SAMPLER_LOGIT_COPIES * cfg.max_num_seqs * arch.vocab_size * 4
+    width = max(arch.hidden_size, 2 * arch.intermediate_size // cfg.tensor_parallel_size)
+    forward = FORWARD_ACTIVATION_FACTOR * cfg.max_num_batched_tokens * width * cfg.dtype_bytes
+    return int(max(sampler, forward)) + ACTIVATION_BASE_BYTES
+
+
+def cudagraph_estimate_bytes(cfg: EngineConfig, arch: ModelArch) -> int:
+    if not cfg.cudagraph_capture_sizes:
+        return 0
+    graphs = len(cfg.cudagraph_capture_sizes) * (2 if cfg.full_graph_sizes else 1)
+    return CUDAGRAPH_BASE_BYTES + graphs * arch.num_layers * CUDAGRAPH_BYTES_PER_SIZE_PER_LAYER
+
+
+def _kv_needed_bytes(length: int, cfg: EngineConfig, page: int) -> int:
+    return math.ceil(length / cfg.block_size) * page
+
+
+def _gib(x: float) -> float:
+    return round(x / GiB, 2)
+
+
+def _check_one_sequence(kv_bytes: int, max_model_len: int, cfg: EngineConfig, page: int) -> None:
+    """vLLM's ``_check_enough_kv_cache_memory``: the cache must hold one max_model_len request."""
+    if kv_bytes <= 0:
+        raise StartupFailure(
+            "oom",
+            "engine_core",
+            "ValueError",
+            "No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing "
+            "the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name). "
+            + KV_DOCS,
+        )
+    needed = _kv_needed_bytes(max_model_len, cfg, page)
+    if needed > kv_bytes:
+        # one block is vLLM's null block, so it does not count towards a request's length
+        estimate = max(kv_bytes // page - 1, 0) * cfg.block_size
+        based = (
+            f"Based on the available memory, the estimated maximum model length is {estimate}. "
+            if estimate > 0
+            else ""
+        )
+        raise StartupFailure(
+            "oom",
+            "engine_core",
+            "ValueError",
+            f"To serve at least one request with the model's max seq len ({max_model_len}), ({_gib(needed)} GiB KV "
+            f"cache is needed, which is larger than the available KV cache memory ({_gib(kv_bytes)} GiB). {based}"
+            "Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or "
+            f"decreasing `max_model_len` when initializing the engine. {KV_DOCS}",
+        )
+
+
+def _gpu_backend_checks(cfg: EngineConfig, gpu: GpuSpec) -> None:
+    if cfg.block_size % 16:
+        raise StartupFailure(
+            "config_invalid",
+            "engine_core",
+            "ValueError",
+            f"No valid attention backend found for cuda with block_size={cfg.block_size}. Reasons: "
+            "{FLASH_ATTN: [block_size not supported], FLASHINFER: [block_size not supported], "
+            "TRITON_ATTN: [block_size not supported]}.",
+        )
+    if cfg.dtype == "bfloat16" and gpu.bf16_flops is None:
+        cc = f"{gpu.compute_capability[0]}.{gpu.compute_capability[1]}"
+        raise StartupFailure(
+            "config_invalid",
+            "worker",
+            "ValueError",
+            f"Bfloat16 is only supported on GPUs with compute capability of at least 8.0. Your {gpu.device_name} GPU "
+            f"has compute capability {cc}. You can use float16 instead by explicitly setting the `dtype` flag in "
+            "CLI, for example: --dtype=half.",
+        )
+
+
+def plan_memory(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int = 0) -> MemoryPlan:
+    """The startup memory plan of ``cfg``, or the ``StartupFailure`` vLLM would stop with.
+
+    ``used_bytes`` is device memory held by other processes (free = total − context − used).
+    """
+    total = gpu.memory_bytes
+    page = page_bytes_per_block(cfg, arch)
+    weights = weight_bytes_per_rank(cfg, arch)
+    if gpu.is_cpu:
+        return _plan_cpu(cfg, arch, gpu, used_bytes, page, weights)
+    _gpu_backend_checks(cfg, gpu)
+    free = total - gpu.context_bytes - used_bytes
+    requested = int(total * cfg.gpu_memory_utilization)
+    if cfg.kv_cache_memory_bytes is None and free < requested:
+        raise StartupFailure(
+            "oom",
+            "worker",
+            "ValueError",
+            f"Free memory on device cuda:0 ({_gib(free)}/{_gib(total)} GiB) on startup is less than desired GPU "
+            f"memory utilization ({cfg.gpu_memory_utilization}, {_gib(requested)} GiB). Decrease GPU memory "
+            "utilization or reduce GPU memory used by other processes.",
+        )
+    if weights > free:
+        raise StartupFailure(
+            "oom",
+            "worker",
+            "torch.OutOfMemoryError",
+            "Failed to load model - not enough GPU memory. Try lowering --gpu-memory-utilization to free memory "
+            "for weights, increasing --tensor-parallel-size, or using --quantization. See "
+            "https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more tips. (original error: CUDA "
+            f"out of memory. Tried to allocate {round(min(weights, 2 * GiB) / 2**20)} MiB. GPU 0 has a total "
+            f"capacity of {_gib(total)} GiB of which {round(max(free - weights, 0) / 2**20)} MiB is free.)",
+        )
+    activation = activation_peak_bytes(cfg, arch)
+    non_torch = NON_TORCH_BYTES.get(cfg.tensor_parallel_size, NON_TORCH_TP_BYTES)
+    graphs = cudagraph_estimate_bytes(cfg, arch)
+    if cfg.kv_cache_memory_bytes is not None:
+        kv = cfg.kv_cache_memory_bytes
+        if weights + activation + non_torch + graphs + kv > free:
+            raise StartupFailure(
+                "oom",
+                "worker",
+                "torch.OutOfMemoryError",
+                f"CUDA out of memory. Tried to allocate {round(kv / 2**20)} MiB. GPU 0 has a total capacity of "
+                f"{_gib(total)} GiB of which {round(max(free - weights - activation, 0) / 2**20)} MiB is free.",
+            )
+    else:
+        kv = requested - weights - activation - non_torch - graphs
+    return _finish(cfg, arch, total, requested, weights, activation, non_torch, graphs, kv, page)
+
+
+def _plan_cpu(
+    cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int, page: int, weights: int
+) -> MemoryPlan:
+    total = gpu.memory_bytes
+    available = total - used_bytes
+    if cfg.kv_cache_memory_bytes is not None:
+        kv = cfg.kv_cache_memory_bytes
+        requested = kv
+        if kv > available:
+            raise StartupFailure(
+                "oom",
+                "worker",
+                "ValueError",
+                f"Available memory on node 0 ({_gib(available)}/{_gib(total)} GiB) on kv cache allocation is less "
+                f"than requested memory for kv ({_gib(kv)} GiB). Decrease --kv-cache-memory-bytes, "
+                "VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used by other processes.",
+            )
+    else:
+        requested = math.ceil(total * cfg.gpu_memory_utilization)
+        if requested > available:
+            raise StartupFailure(
+                "oom",
+                "worker",
+                "ValueError",
+                f"Available memory on node 0 ({_gib(available)}/{_gib(total)} GiB) on startup is less than desired "
+                f"CPU memory utilization ({cfg.gpu_memory_utilization}, {_gib(requested)} GiB). On the CPU backend, "
+                "the `--gpu-memory-utilization` flag controls the fraction of CPU memory reserved (despite its "
+                "name). To resolve: decrease `--gpu-memory-utilization` (e.g. `--gpu-memory-utilization 0.5`) or "
+                "reduce CPU memory used by other processes.",
+            )
+        kv = requested - weights - CPU_RUNTIME_RSS_BYTES
+    return _finish(cfg, arch, total, requested, weights, 0, 0, 0, kv, page)
+
+
+def _finish(
+    cfg: EngineConfig,
+    arch: ModelArch,
+    total: int,
+    requested: int,
+    weights: int,
+    activation: int,
+    non_torch: int,
+    graphs: int,
+    kv: int,
+    page: int,
+) -> MemoryPlan:
+    max_model_len = cfg.max_model_len
+    if max_model_len == -1:  # auto-fit: the longest length one request can hold, capped by the model
+        if kv <= 0 or kv // page == 0:
+            raise StartupFailure(
+                "oom",
+                "engine_core",
+                "ValueError",
+                "Cannot auto-fit max_model_len: not enough GPU memory available to serve even a single token. "
+                "Try increasing `gpu_memory_utilization`.",
+            )
+        max_model_len = min(arch.max_position_embeddings, (kv // page) * cfg.block_size)
+    _check_one_sequence(kv, max_model_len, cfg, page)
+    num_blocks = kv // page
+    if cfg.num_gpu_blocks_override is not None:
+        num_blocks = cfg.num_gpu_blocks_override
+    return MemoryPlan(
+        total_bytes=total,
+        requested_bytes=requested,
+        weight_bytes=weights,
+        activation_bytes=activation,
+        non_torch_bytes=non_torch,
+        cudagraph_bytes=graphs,
+        kv_bytes=kv,
+        num_blocks=num_blocks,
+        block_size=cfg.block_size,
+        max_model_len=max_model_len,
+        page_bytes_per_block=page,
+    )
+
+
+def cpu_block_size_check(cfg: EngineConfig) -> None:
+    """The CPU attention backend needs block sizes that are multiples of 32 (fails after KV sizing)."""
+    if cfg.block_size % 32:
+        raise StartupFailure(
+            "config_invalid",
+            "worker",
+            "ValueError",
+            f"No common block size for {cfg.block_size} (CPU_ATTN: [MultipleOf(32)]).",
+        )
