@@ -76,8 +76,7 @@ def arch_from_config(name: str, config: dict[str, Any], source: str) -> ModelArc
         vocab = int(config["vocab_size"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelNotFoundError(
-            f"{name}: config.json lacks a dense-decoder field ({exc}); "
-            "only decoder-only transformers are supported"
+            f"{name}: config.json lacks a dense-decoder field ({exc}); only decoder-only transformers are supported"
         ) from None
     kv_heads = int(config.get("num_key_value_heads") or heads)
     head_dim = int(config.get("head_dim") or hidden // heads)

@@ -64,9 +64,7 @@ class WorkloadSpec:
         if self.num_prompts < 1:
             raise InputError(f"num_prompts must be at least 1, got {self.num_prompts}")
         if math.isnan(self.request_rate) or self.request_rate <= 0:
-            raise InputError(
-                f"request_rate must be a positive number of requests/s or inf, got {self.request_rate}"
-            )
+            raise InputError(f"request_rate must be a positive number of requests/s or inf, got {self.request_rate}")
         if math.isnan(self.burstiness) or self.burstiness <= 0:
             raise InputError(f"burstiness must be positive (1 = Poisson arrivals), got {self.burstiness}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
@@ -265,9 +263,7 @@ def _sharegpt_requests(path: str, n: int, rng: np.random.Generator) -> list[Work
         prompt, output_len = pairs[k]
         if k not in encoded:
             encoded[k] = tuple(tokenizer.encode(prompt))
-        requests.append(
-            WorkloadRequest(index=i, prompt_token_ids=encoded[k], output_len=output_len, text=prompt)
-        )
+        requests.append(WorkloadRequest(index=i, prompt_token_ids=encoded[k], output_len=output_len, text=prompt))
     return requests
 
 

@@ -24,6 +24,13 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
 
 
+ROOT_USAGE = (
+    "usage: vllm [-h] [-v]\n"
+    "            {chat,complete,serve,launch,bench,collect-env,run-batch,preload,snapshot,download-kernels}\n"
+    "            ...\n"
+)
+
+
 class ArgparseExit(Exception):
     """argparse wanted to exit: ``status`` and the text it would print on stderr."""
 
@@ -38,6 +45,8 @@ class _Parser(argparse.ArgumentParser):
         raise ArgparseExit(status, message or "")
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments"):  # vLLM's root parser reports these
+            raise ArgparseExit(2, f"{ROOT_USAGE}vllm: error: {message}\n")
         raise ArgparseExit(2, f"{self.format_usage()}{self.prog}: error: {message}\n")
 
 
@@ -87,9 +96,7 @@ def build_parser(prog: str = "vllm serve") -> _Parser:
     p.add_argument("--num-gpu-blocks-override", type=int, default=None)
     p.add_argument("--long-prefill-token-threshold", type=int, default=0)
     p.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
-    p.add_argument(
-        "--performance-mode", choices=("balanced", "interactivity", "throughput"), default="balanced"
-    )
+    p.add_argument("--performance-mode", choices=("balanced", "interactivity", "throughput"), default="balanced")
     p.add_argument("--async-scheduling", action=bool_opt, default=None)
     p.add_argument("--watermark", type=float, default=0.0)
     p.add_argument("--stream-interval", type=int, default=1)

@@ -56,9 +56,7 @@ def _g(value: float) -> int:
 GPUS: dict[str, GpuSpec] = {
     spec.name: spec
     for spec in (
-        GpuSpec(
-            "T4-16GB", "Tesla T4", _g(14.75), 320e9, None, 65e12, None, (7, 5), 16e9, 0.75, 0.55, 10e-6, 1.0
-        ),
+        GpuSpec("T4-16GB", "Tesla T4", _g(14.75), 320e9, None, 65e12, None, (7, 5), 16e9, 0.75, 0.55, 10e-6, 1.0),
         GpuSpec(
             "L4-24GB",
             "NVIDIA L4",
@@ -251,9 +249,7 @@ def _arch(
 MODELS: dict[str, ModelArch] = {
     a.name: a
     for a in (
-        _arch(
-            "Qwen/Qwen2-1.5B", "Qwen2ForCausalLM", 1536, 8960, 28, 12, 2, 151936, 32768, tie=True, bias=True
-        ),
+        _arch("Qwen/Qwen2-1.5B", "Qwen2ForCausalLM", 1536, 8960, 28, 12, 2, 151936, 32768, tie=True, bias=True),
         _arch(
             "Qwen/Qwen2-1.5B-Instruct",
             "Qwen2ForCausalLM",
@@ -267,12 +263,8 @@ MODELS: dict[str, ModelArch] = {
             tie=True,
             bias=True,
         ),
-        _arch(
-            "Qwen/Qwen2.5-7B-Instruct", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 32768, bias=True
-        ),
-        _arch(
-            "Qwen/Qwen2.5-14B-Instruct", "Qwen2ForCausalLM", 5120, 13824, 48, 40, 8, 152064, 32768, bias=True
-        ),
+        _arch("Qwen/Qwen2.5-7B-Instruct", "Qwen2ForCausalLM", 3584, 18944, 28, 28, 4, 152064, 32768, bias=True),
+        _arch("Qwen/Qwen2.5-14B-Instruct", "Qwen2ForCausalLM", 5120, 13824, 48, 40, 8, 152064, 32768, bias=True),
         _arch(
             "meta-llama/Llama-3.2-3B-Instruct",
             "LlamaForCausalLM",
@@ -287,11 +279,7 @@ MODELS: dict[str, ModelArch] = {
             head_dim=128,
         ),
         _arch("meta-llama/Llama-3.1-8B-Instruct", "LlamaForCausalLM", 4096, 14336, 32, 32, 8, 128256, 131072),
-        _arch(
-            "meta-llama/Llama-3.1-70B-Instruct", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072
-        ),
-        _arch(
-            "mistralai/Mistral-7B-Instruct-v0.3", "MistralForCausalLM", 4096, 14336, 32, 32, 8, 32768, 32768
-        ),
+        _arch("meta-llama/Llama-3.1-70B-Instruct", "LlamaForCausalLM", 8192, 28672, 80, 64, 8, 128256, 131072),
+        _arch("mistralai/Mistral-7B-Instruct-v0.3", "MistralForCausalLM", 4096, 14336, 32, 32, 8, 32768, 32768),
     )
 }

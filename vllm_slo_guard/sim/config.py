@@ -144,9 +144,7 @@ def resolve_config(ns: argparse.Namespace, arch: ModelArch, gpu: GpuSpec, gpu_co
             "CacheConfig", "gpu_memory_utilization", "less than or equal to 1", "less_than_equal", gmu
         )
     if gmu <= 0:
-        raise pydantic_field_error(
-            "CacheConfig", "gpu_memory_utilization", "greater than 0", "greater_than", gmu
-        )
+        raise pydantic_field_error("CacheConfig", "gpu_memory_utilization", "greater than 0", "greater_than", gmu)
     block_size = ns.block_size
     if block_size is not None and block_size <= 0:
         raise pydantic_field_error("CacheConfig", "block_size", "greater than 0", "greater_than", block_size)

@@ -87,10 +87,7 @@ class CostModel:
     def _gemm(self, m: float, n: float, k: float) -> float:
         flops = 2.0 * m * n * k
         moved = (n * k + m * (n + k)) * self.bytes_per
-        return (
-            max(flops / (self.peak * self.gpu.mfu), moved / (self.bw * self.gpu.mbu))
-            + self.gpu.kernel_floor_s
-        )
+        return max(flops / (self.peak * self.gpu.mfu), moved / (self.bw * self.gpu.mbu)) + self.gpu.kernel_floor_s
 
     def layer_gemm_time(self, m: int) -> float:
         """The four GEMMs of one layer at ``m`` tokens (cached: batch sizes repeat)."""

@@ -51,9 +51,7 @@ class DecodeRun:
 class EngineCore:
     """One simulated vLLM engine with a fixed memory plan."""
 
-    def __init__(
-        self, cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, plan: MemoryPlan, seed: int = 0
-    ) -> None:
+    def __init__(self, cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, plan: MemoryPlan, seed: int = 0) -> None:
         self.cfg, self.arch, self.gpu, self.plan = cfg, arch, gpu, plan
         self.max_model_len = plan.max_model_len
         self.scheduler = Scheduler(cfg, plan.num_blocks, plan.max_model_len)
@@ -117,14 +115,8 @@ class EngineCore:
                 prefill_ctx += req.num_computed
             if req.num_computed + n >= req.num_tokens:
                 sampled += 1
-        shape = StepShape(
-            num_tokens, len(plan.items), num_decode, decode_ctx, prefill_work, prefill_ctx, sampled
-        )
-        duration = (
-            self.cost.step_time(shape) * float(self._noise_slice(self.step_index, 1)[0])
-            if plan.items
-            else 0.0
-        )
+        shape = StepShape(num_tokens, len(plan.items), num_decode, decode_ctx, prefill_work, prefill_ctx, sampled)
+        duration = self.cost.step_time(shape) * float(self._noise_slice(self.step_index, 1)[0]) if plan.items else 0.0
         self.step_index += 1 if plan.items else 0
         finished: list[SimRequest] = []
         for req, n in plan.items:

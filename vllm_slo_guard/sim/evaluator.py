@@ -156,7 +156,7 @@ def simulate(
         return SimResult(
             "crash",
             crash_category="config_invalid",
-            message=exc.text.strip(),
+            message=line,
             root_cause=line,
             exit_code=exc.status,
         )
@@ -196,9 +196,7 @@ def run_workload(
 class _VirtualClient:
     """``vllm bench serve`` against the engine, in virtual time."""
 
-    def __init__(
-        self, engine: EngineCore, requests: Sequence[Any], arrivals: np.ndarray, max_conc: int | None
-    ):
+    def __init__(self, engine: EngineCore, requests: Sequence[Any], arrivals: np.ndarray, max_conc: int | None):
         from .scheduler import SimRequest
 
         self.engine = engine
@@ -296,7 +294,5 @@ class _VirtualClient:
                 self._complete(req, now)
         records = [r if r is not None else RequestRecord(False, error="not completed") for r in self.records]
         runs = [np.repeat(g, n) for g, n in self.gap_runs]
-        itl = (
-            np.concatenate([np.asarray(self.gaps, dtype=float), *runs]) if runs or self.gaps else np.zeros(0)
-        )
+        itl = np.concatenate([np.asarray(self.gaps, dtype=float), *runs]) if runs or self.gaps else np.zeros(0)
         return records, itl, max(now - start, 1e-9)

@@ -54,6 +54,4 @@ def pydantic_field_error(cls: str, field: str, rule: str, kind: str, value: obje
         f"  Input should be {rule} [type={kind}, input_value={value!r}, input_type={type(value).__name__}]\n"
         f"    For further information visit https://errors.pydantic.dev/2.14/v/{kind}"
     )
-    return StartupFailure(
-        "config_invalid", "api_server", "pydantic_core._pydantic_core.ValidationError", text
-    )
+    return StartupFailure("config_invalid", "api_server", "pydantic_core._pydantic_core.ValidationError", text)

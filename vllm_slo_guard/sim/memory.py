@@ -109,9 +109,7 @@ def _check_one_sequence(kv_bytes: int, max_model_len: int, cfg: EngineConfig, pa
         # one block is vLLM's null block, so it does not count towards a request's length
         estimate = max(kv_bytes // page - 1, 0) * cfg.block_size
         based = (
-            f"Based on the available memory, the estimated maximum model length is {estimate}. "
-            if estimate > 0
-            else ""
+            f"Based on the available memory, the estimated maximum model length is {estimate}. " if estimate > 0 else ""
         )
         raise StartupFailure(
             "oom",
@@ -197,9 +195,7 @@ def plan_memory(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: in
     return _finish(cfg, arch, total, requested, weights, activation, non_torch, graphs, kv, page)
 
 
-def _plan_cpu(
-    cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int, page: int, weights: int
-) -> MemoryPlan:
+def _plan_cpu(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int, page: int, weights: int) -> MemoryPlan:
     total = gpu.memory_bytes
     available = total - used_bytes
     if cfg.kv_cache_memory_bytes is not None:

@@ -1,0 +1,90 @@
+"""The ``vllm-tune`` command line: thin click commands over the library.
+
+Every error a user can cause ends in one line and a non-zero exit: ``SloGuardError`` is mapped to
+``Error: <message>`` (exit 1); click's own usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import SloGuardError
+from .options import workload_from_options, workload_options
+from .units import parse_size
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vllm-tune")
+def main() -> None:
+    """Find the vLLM engine arguments that meet your latency SLO, then serve with them."""
+
+
+@main.command(context_settings=_PASS_THROUGH)
+@click.argument("model")
+@click.option(
+    "--gpu",
+    envvar="SLO_GUARD_SIM_GPU",
+    show_envvar=True,
+    required=True,
+    help="Simulated GPU, e.g. A100-40GB, H100-80GB, L4-24GB, or cpu (vLLM's CPU backend).",
+)
+@click.option("--gpu-count", type=int, default=1, show_default=True, help="GPUs on the simulated node.")
+@click.option("--gpu-memory-used", default="0", help="Device memory other processes hold, e.g. 10GiB.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the workload and the simulator's noise.")
+@workload_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the result table.")
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+def simulate(
+    model: str,
+    gpu: str,
+    gpu_count: int,
+    gpu_memory_used: str,
+    seed: int,
+    as_json: bool,
+    engine_args: tuple[str, ...],
+    **workload: Any,
+) -> None:
+    """Benchmark MODEL on the simulated vLLM engine (virtual time, no GPU needed).
+
+    Any other flag is a `vllm serve` engine flag (e.g. --max-num-seqs 8 --enforce-eager) and is
+    checked exactly as vLLM 0.32 would. Prints the figures `vllm bench serve` prints; a config that
+    vLLM would refuse or that runs out of memory reports vLLM's own error (exit 1; with --json the
+    object has status "crash" and the exit status is 0).
+    """
+    from .sim.evaluator import simulate as run_simulation
+
+    try:
+        spec = workload_from_options(workload, seed)
+        result = run_simulation(
+            [model, *engine_args], spec, gpu, seed=seed, gpu_count=gpu_count, used_bytes=parse_size(gpu_memory_used)
+        )
+    except SloGuardError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
+        return
+    if result.status == "crash":
+        click.echo(f"Simulated `vllm serve` failed to start ({result.crash_category}):", err=True)
+        click.echo(result.message or "", err=True)
+        sys.exit(1)
+    from .bench.summary import format_bench_result
+
+    click.echo(
+        f"Simulated {model} on {gpu}: KV cache {result.kv_cache_tokens:,} tokens "
+        f"({result.max_concurrency:.2f}x at max_model_len {result.max_model_len}), "
+        f"est. startup {result.startup_s:.0f} s, {result.num_preemptions} preemptions"
+    )
+    click.echo(
+        format_bench_result(result.metrics, request_rate=spec.request_rate, max_concurrency=spec.max_concurrency)
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
