@@ -48,9 +48,7 @@ def test_unknown_words_map_to_crc32_and_stay_in_range() -> None:
 
 
 def test_unknown_word_ids_do_not_depend_on_hash_seed() -> None:
-    code = (
-        "from vllm_slo_guard.sim.tokenizer import SimTokenizer; print(SimTokenizer().encode('xyzzy plugh'))"
-    )
+    code = "from vllm_slo_guard.sim.tokenizer import SimTokenizer; print(SimTokenizer().encode('xyzzy plugh'))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],
