@@ -8,7 +8,7 @@ comparable with ``vllm bench serve --save-result``. Pure functions: no printing,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,17 +54,31 @@ def _stats(name: str, values_s: np.ndarray, percentiles: Sequence[float]) -> dic
     return out
 
 
+def is_good(record: RequestRecord, thresholds_s: Mapping[str, float]) -> bool:
+    """vLLM's goodput rule: a request is good when every per-request SLO holds (≤).
+
+    Per-request values are TTFT, TPOT (0 for single-token requests) and E2EL; ITL SLOs are judged on
+    the aggregate only.
+    """
+    if not record.success:
+        return False
+    values = {"ttft": record.ttft_s, "tpot": record.tpot_s or 0.0, "e2el": record.e2el_s}
+    return all(values[m] <= t for m, t in thresholds_s.items() if m in values)
+
+
 def compute_metrics(
     records: Sequence[RequestRecord],
     duration_s: float,
     *,
     itl_s: np.ndarray | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    goodput_thresholds_s: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """vLLM's benchmark result keys for ``records`` measured over ``duration_s``.
 
     ``itl_s`` may carry every inter-token gap at once (the in-process simulator collects them
-    vectorized); otherwise they are gathered from the records.
+    vectorized); otherwise they are gathered from the records. With ``goodput_thresholds_s``
+    (metric → seconds) the result has ``request_goodput``.
     """
     ok = [r for r in records if r.success]
     duration_s = max(duration_s, 1e-9)
@@ -84,6 +98,9 @@ def compute_metrics(
         "output_throughput": total_out / duration_s,
         "total_token_throughput": (total_in + total_out) / duration_s,
     }
+    if goodput_thresholds_s is not None:
+        good = sum(1 for r in ok if is_good(r, goodput_thresholds_s))
+        result["request_goodput"] = good / duration_s
     result.update(_stats("ttft", np.array([r.ttft_s for r in ok], dtype=float), percentiles))
     result.update(_stats("tpot", np.array(tpots, dtype=float), percentiles))
     result.update(_stats("itl", np.asarray(itl_s, dtype=float), percentiles))

@@ -1,0 +1,86 @@
+"""The memory guard: predict, without starting anything, whether a config starts and what KV it gets.
+
+It runs the simulator's own argument checks and memory model (vLLM 0.32's accounting) against this
+machine's real device: NVML's total and free memory on a GPU, or the NUMA node's memory on vLLM's
+CPU backend. A config predicted to fail is recorded by the tuner as ``guarded`` at no launch cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .errors import SloGuardError
+from .hardware import CpuMemory, catalog_gpu_for, probe_cpu_memory, probe_gpus
+from .modelinfo import load_model_arch
+from .sim.args import ArgparseExit, parse_serve_args
+from .sim.catalog import GPUS, GpuSpec
+from .sim.config import resolve_config
+from .sim.failures import StartupFailure
+from .sim.memory import cpu_block_size_check, plan_memory
+
+
+@dataclass(frozen=True)
+class Device:
+    """The device a config will run on: its facts and the memory other processes hold."""
+
+    spec: GpuSpec
+    used_bytes: int = 0
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """``ok`` with the predicted KV capacity, or the failure vLLM would stop with."""
+
+    ok: bool
+    category: str | None = None
+    message: str | None = None
+    kv_cache_tokens: int | None = None
+    num_blocks: int | None = None
+    max_model_len: int | None = None
+    max_concurrency: float | None = None
+
+
+def cpu_device(memory: CpuMemory | None = None) -> Device:
+    """vLLM's CPU backend on this machine."""
+    memory = memory or probe_cpu_memory()
+    spec = replace(GPUS["cpu"], memory_bytes=memory.total_bytes)
+    return Device(spec, used_bytes=max(memory.total_bytes - memory.available_bytes, 0))
+
+
+def detect_device() -> Device:
+    """The first GPU NVML reports (matched to the catalog for its speed facts), else the CPU backend."""
+    gpus = probe_gpus()
+    if not gpus:
+        return cpu_device()
+    first = gpus[0]
+    spec = catalog_gpu_for(first.name, first.total_bytes)
+    if spec is None:  # an unknown GPU: memory is what matters to the guard
+        spec = replace(GPUS["A100-80GB"], name=first.name, device_name=first.name, memory_bytes=first.total_bytes)
+    used = max(first.total_bytes - first.free_bytes - spec.context_bytes, 0)
+    return Device(spec, used_bytes=used, count=len(gpus))
+
+
+def predict(model: str, engine_args: Sequence[str], device: Device) -> GuardVerdict:
+    """Whether ``vllm serve model engine_args`` will start on ``device``, and with how much KV cache."""
+    try:
+        ns = parse_serve_args([model, *engine_args])
+        arch = load_model_arch(model)
+        cfg = resolve_config(ns, arch, device.spec, gpu_count=device.count)
+        plan = plan_memory(cfg, arch, device.spec, used_bytes=device.used_bytes)
+        if device.spec.is_cpu:
+            cpu_block_size_check(cfg)
+    except StartupFailure as failure:
+        return GuardVerdict(False, failure.category, failure.root_cause)
+    except ArgparseExit as exc:
+        return GuardVerdict(False, "config_invalid", exc.text.strip().splitlines()[-1])
+    except SloGuardError:
+        raise
+    return GuardVerdict(
+        True,
+        kv_cache_tokens=plan.kv_tokens,
+        num_blocks=plan.num_blocks,
+        max_model_len=plan.max_model_len,
+        max_concurrency=round(plan.max_concurrency, 2),
+    )
