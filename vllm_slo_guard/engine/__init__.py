@@ -1,0 +1,1 @@
+"""Starting, watching and stopping inference servers, and classifying why they failed."""
