@@ -156,7 +156,7 @@ def plan_memory(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: in
         return _plan_cpu(cfg, arch, gpu, used_bytes, page, weights)
     _gpu_backend_checks(cfg, gpu)
     free = total - gpu.context_bytes - used_bytes
-    requested = int(total * cfg.gpu_memory_utilization)
+    requested = math.ceil(total * cfg.gpu_memory_utilization)
     if cfg.kv_cache_memory_bytes is None and free < requested:
         raise StartupFailure(
             "oom",
@@ -249,7 +249,8 @@ def _finish(
                 "Cannot auto-fit max_model_len: not enough GPU memory available to serve even a single token. "
                 "Try increasing `gpu_memory_utilization`.",
             )
-        max_model_len = min(arch.max_position_embeddings, (kv // page) * cfg.block_size)
+        # the longest length one request can hold, as the estimate in the error message (null block excluded)
+        max_model_len = min(arch.max_position_embeddings, max(kv // page - 1, 1) * cfg.block_size)
     _check_one_sequence(kv, max_model_len, cfg, page)
     num_blocks = kv // page
     if cfg.num_gpu_blocks_override is not None:
