@@ -60,7 +60,7 @@ GPUS: dict[str, GpuSpec] = {
         GpuSpec(
             "L4-24GB",
             "NVIDIA L4",
-            _g(22.03),
+            _g(22.04),
             300e9,
             121e12,
             121e12,
