@@ -86,5 +86,43 @@ def simulate(
     )
 
 
+@main.command()
+@click.argument("logfile")
+@click.option(
+    "--exit-code",
+    type=int,
+    default=None,
+    help="The server's exit status (negative: killed by that signal). Default: the log's EXIT_CODE=N line.",
+)
+@click.option("--timed-out", is_flag=True, help="The server missed its deadline (startup or measurement).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of three lines.")
+def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool) -> None:
+    """Say why a vLLM server failed, from its log LOGFILE (`-` reads standard input).
+
+    Prints the crash category (oom, config_invalid, timeout, engine_error or environment), the
+    root-cause line and a one-line repair, or `no failure found`.
+    """
+    from .engine.crash import CrashReport, classify, exit_code_from_log
+
+    if logfile == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(logfile, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {logfile}: {exc.strerror or exc}") from None
+    if exit_code is None:
+        exit_code = exit_code_from_log(text)
+    report: CrashReport | None = classify(text, exit_code=exit_code, timed_out=timed_out)
+    if as_json:
+        keys = ("category", "root_cause", "suggestion", "pattern", "phase", "exit_code", "evidence")
+        click.echo(json.dumps(report.to_json() if report else dict.fromkeys(keys), indent=2))
+    elif report is None:
+        click.echo("no failure found")
+    else:
+        click.echo(f"category: {report.category}\nroot cause: {report.root_cause}\nsuggestion: {report.suggestion}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -34,7 +34,7 @@ class StartupFailure(Exception):
         for line in lines:
             if line.startswith(("Value error, ", "Input should be")):
                 return line.removeprefix("Value error, ").split(" [type=")[0]
-        return lines[-1] if lines else self.exc_type
+        return lines[0] if lines else self.exc_type
 
 
 def pydantic_value_error(cls: str, message: str, category: str = "config_invalid") -> StartupFailure:
