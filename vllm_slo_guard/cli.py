@@ -7,6 +7,7 @@ Every error a user can cause ends in one line and a non-zero exit: ``SloGuardErr
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Any
 
@@ -122,6 +123,138 @@ def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool)
         click.echo("no failure found")
     else:
         click.echo(f"category: {report.category}\nroot cause: {report.root_cause}\nsuggestion: {report.suggestion}")
+
+
+def _flag_value(args: tuple[str, ...], flag: str) -> str | None:
+    """The value of ``--flag VALUE`` or ``--flag=VALUE`` among pass-through ``vllm serve`` flags."""
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name.replace("_", "-") == flag:
+            if eq:
+                return value
+            return args[i + 1] if i + 1 < len(args) else None
+    return None
+
+
+def _terminate_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so every ``finally`` stops its trial server."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@main.command(context_settings=_PASS_THROUGH)
+@click.argument("model")
+@click.option(
+    "--engine", type=click.Choice(["vllm", "sim"]), default="vllm", show_default=True,
+    help="The real vLLM, or the built-in simulated engine.",
+)  # fmt: skip
+@click.option("--gpu", envvar="SLO_GUARD_SIM_GPU", show_envvar=True, help="Simulated GPU (with --engine sim).")
+@click.option("--gpu-count", type=int, default=1, show_default=True, help="Simulated GPUs (with --engine sim).")
+@click.option(
+    "--vllm-cmd",
+    help="How to start vLLM, split as a shell would, e.g. '/venv/bin/python -m vllm.entrypoints.openai.api_server'.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+    help="Where the real vLLM runs; cpu adds --kv-cache-memory-bytes unless given.",
+)  # fmt: skip
+@click.option("--slo", "slo_texts", multiple=True, help="An SLO such as ttft:p95=200ms; may be used more than once.")
+@click.option("--slo-p95", help="Short for --slo ttft:p95=VALUE.")
+@click.option("--endpoint", type=click.Choice(["completions", "chat"]), default="completions", show_default=True)
+@click.option("--startup-timeout", default="15m", show_default=True, help="Deadline for the server to be healthy.")
+@click.option("--request-timeout", default="120s", show_default=True, help="Deadline of one request.")
+@click.option("--trial-timeout", default="30m", show_default=True, help="Deadline of the whole measurement.")
+@click.option(
+    "--log-dir", type=click.Path(file_okay=False), help="Where the server log goes (default: the cache folder)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the workload (and the simulator).")
+@workload_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the result table.")
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+def bench(
+    model: str,
+    engine: str,
+    gpu: str | None,
+    gpu_count: int,
+    vllm_cmd: str | None,
+    device: str,
+    slo_texts: tuple[str, ...],
+    slo_p95: str | None,
+    endpoint: str,
+    startup_timeout: str,
+    request_timeout: str,
+    trial_timeout: str,
+    log_dir: str | None,
+    seed: int,
+    as_json: bool,
+    engine_args: tuple[str, ...],
+    **workload: Any,
+) -> None:
+    """Measure one configuration of MODEL end to end: start, wait, load, measure, stop.
+
+    Any other flag is a `vllm serve` flag, forwarded unchanged. The server binds 127.0.0.1 on a free
+    port and is always stopped, also on Ctrl-C. Exit status: 0 when the server ran (whether or not
+    the SLOs held; see `status`), 1 when it crashed (the crash category and vLLM's root cause are
+    printed), 2 for usage errors.
+    """
+    from .engine.engines import Engine, SimEngine, VllmEngine
+    from .hardware import probe_gpus
+    from .paths import log_dir as default_log_dir
+    from .spec import Timeouts, parse_slo
+    from .trial import run_trial
+    from .units import parse_duration
+
+    _terminate_on_sigterm()
+    try:
+        spec = workload_from_options(workload, seed)
+        slos = [parse_slo(text) for text in slo_texts]
+        if slo_p95:
+            slos.append(parse_slo(slo_p95, default_metric="ttft", default_stat="p95"))
+        timeouts = Timeouts(
+            startup_s=parse_duration(startup_timeout),
+            request_s=parse_duration(request_timeout),
+            trial_s=parse_duration(trial_timeout),
+        )
+        runner: Engine
+        if engine == "sim":
+            if not gpu:
+                raise click.UsageError("--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU")
+            from .sim.catalog import resolve_gpu
+
+            runner = SimEngine(gpu=resolve_gpu(gpu).name, gpu_count=gpu_count, seed=seed)
+        else:
+            on_cpu = device == "cpu" or (device == "auto" and not probe_gpus())
+            runner = VllmEngine(vllm_cmd=vllm_cmd, cpu=on_cpu)
+            runner.argv(model, engine_args, "127.0.0.1", 0)  # resolve the command now: a missing vLLM is one line
+        result = run_trial(
+            runner, model, list(engine_args), spec, slos=slos, timeouts=timeouts,
+            log_dir=log_dir or default_log_dir(), endpoint=endpoint,  # type: ignore[arg-type]
+            served_model_name=_flag_value(engine_args, "--served-model-name"),
+            api_key=_flag_value(engine_args, "--api-key") or "EMPTY",
+            name="bench",
+        )  # fmt: skip
+    except SloGuardError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: the trial server was stopped", err=True)
+        sys.exit(130)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        sys.exit(1 if result.status == "crash" else 0)
+    if result.crash is not None:
+        click.echo(f"crash ({result.crash.category}): {result.crash.root_cause}", err=True)
+        click.echo(f"suggestion: {result.crash.suggestion}", err=True)
+        click.echo(f"log: {result.log_path}", err=True)
+        sys.exit(1)
+    from .bench.summary import format_bench_result
+
+    click.echo(f"server ready in {result.startup_s:.1f} s; status {result.status}; log: {result.log_path}")
+    click.echo(
+        format_bench_result(result.metrics, request_rate=spec.request_rate, max_concurrency=spec.max_concurrency)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -258,3 +258,16 @@ class Scheduler:
         self.running.remove(req)
         self.pool.free(req.blocks)
         req.blocks = []
+
+    def abort(self, req: SimRequest) -> None:
+        """Drop a request the client gave up on, running or waiting, and free its blocks (vLLM's abort)."""
+        if req.finished:
+            return
+        req.finished = True
+        req.finish_reason = "abort"
+        if req in self.running:
+            self.running.remove(req)
+        elif req in self.waiting:
+            self.waiting.remove(req)
+        self.pool.free(req.blocks)
+        req.blocks = []

@@ -1,0 +1,187 @@
+"""One trial, end to end: start a server for a config, wait, drive the workload, measure, stop.
+
+A trial never leaves a process behind (the server is stopped in ``finally``, also on Ctrl-C), never
+hangs the caller (one startup deadline, one measurement deadline, per-request timeouts), and always
+says why a config failed: the crash taxonomy classifies the trial's own log with the exit code, the
+phase and whether a deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .bench.loadgen import LoadGenConfig, LoadResult, run_load
+from .bench.promscrape import ServerStats, sample_peak_kv, scrape
+from .bench.workload import WorkloadSpec
+from .engine.crash import CrashReport, classify
+from .engine.engines import Engine
+from .engine.launcher import ServerProcess, free_port
+from .spec import Slo, Timeouts, normalized_violation, percentiles_needed
+
+TRIAL_HOST = "127.0.0.1"  # trial servers never listen beyond loopback
+
+
+@dataclass
+class TrialResult:
+    """What one trial measured, or why it failed."""
+
+    status: str  # "ok" | "slo_violation" | "crash"
+    engine_args: list[str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    crash: CrashReport | None = None
+    violation: float | None = None  # max_i(measured_i / threshold_i) − 1; ≤ 0 meets every SLO
+    startup_s: float | None = None
+    measurement_s: float | None = None
+    stats: ServerStats | None = None
+    peak_kv_usage: float | None = None
+    log_path: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def crash_category(self) -> str | None:
+        return self.crash.category if self.crash else None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "crash_category": self.crash_category,
+            "root_cause": self.crash.root_cause if self.crash else None,
+            "suggestion": self.crash.suggestion if self.crash else None,
+            "startup_s": self.startup_s,
+            "measurement_s": self.measurement_s,
+            "violation": self.violation,
+            "engine_args": self.engine_args,
+            "log_path": self.log_path,
+        }
+        if self.stats is not None:
+            out.update(
+                kv_cache_tokens=self.stats.kv_cache_tokens,
+                num_gpu_blocks=self.stats.num_gpu_blocks,
+                num_preemptions=self.stats.num_preemptions,
+            )
+        out["peak_kv_cache_usage"] = self.peak_kv_usage
+        out.update(self.metrics)
+        return out
+
+
+def _measure(
+    server: ServerProcess, load: LoadGenConfig, workload: WorkloadSpec, deadline_s: float
+) -> tuple[LoadResult, float | None]:
+    async def both() -> tuple[LoadResult, float | None]:
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_peak_kv(server.base_url, stop))
+        try:
+            result = await run_load(load, workload, deadline_s=deadline_s)
+        finally:
+            stop.set()
+        return result, await sampler
+
+    return asyncio.run(both())
+
+
+def run_trial(
+    engine: Engine,
+    model: str,
+    engine_args: Sequence[str],
+    workload: WorkloadSpec,
+    *,
+    slos: Sequence[Slo] = (),
+    timeouts: Timeouts | None = None,
+    log_dir: str | Path,
+    endpoint: Literal["completions", "chat"] = "completions",
+    served_model_name: str | None = None,
+    api_key: str = "EMPTY",
+    name: str = "trial",
+) -> TrialResult:
+    """Run one trial of ``engine_args`` and return its figures or its crash."""
+    timeouts = timeouts or Timeouts()
+    port = free_port(TRIAL_HOST)
+    log_path = Path(log_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{port}.log"
+    argv = engine.argv(model, engine_args, TRIAL_HOST, port)
+    server = ServerProcess(argv, host=TRIAL_HOST, port=port, log_path=log_path, env=engine.env())
+    result = TrialResult("crash", list(engine_args), log_path=str(log_path))
+    try:
+        server.start()
+        ready = server.wait_ready(timeouts.startup_s)
+        result.startup_s = round(ready.waited_s, 3)
+        if not ready.ready:
+            server.stop(timeouts.shutdown_s)
+            result.exit_code = ready.exit_code
+            result.crash = _startup_crash(server, ready.exit_code, ready.timed_out, timeouts.startup_s)
+            return result
+        load = LoadGenConfig(
+            base_url=server.base_url, model=served_model_name, endpoint=endpoint, api_key=api_key,
+            request_timeout_s=timeouts.request_s,
+        )  # fmt: skip
+        started = time.monotonic()
+        measured, peak_kv = _measure(server, load, workload, timeouts.trial_s)
+        result.measurement_s = round(time.monotonic() - started, 3)
+        result.peak_kv_usage = peak_kv
+        text = scrape(server.base_url)
+        result.stats = ServerStats.from_text(text) if text else None
+        thresholds = {slo.metric: slo.threshold_s for slo in slos if slo.metric in ("ttft", "tpot", "e2el")}
+        result.metrics = measured.metrics(percentiles=percentiles_needed(slos), goodput_thresholds_s=thresholds)
+        if measured.stopped_early and measured.stop_reason == "server_dead":
+            # vLLM exits by itself (status 0) a few seconds after its engine died; a code we caused
+            # ourselves by killing it would be misleading evidence
+            exited = _wait_exit(server, 8.0)
+            server.stop(timeouts.shutdown_s)
+            result.exit_code = exited
+            result.crash = classify(
+                server.log_text(), exit_code=exited, phase="measurement", ready=True
+            ) or CrashReport.engine_died(
+                "the server stopped answering during the measurement", exited, phase="measurement"
+            )
+            return result
+        stalled = _stalled(measured)
+        if stalled is not None:
+            result.crash = dataclasses.replace(CrashReport.measurement_timeout(timeouts.trial_s), root_cause=stalled)
+            return result
+        result.violation = normalized_violation(slos, result.metrics) if slos else None
+        failed = result.metrics.get("failed", 0)
+        met = result.violation is None or result.violation <= 0
+        result.status = "ok" if met and not (slos and failed) else "slo_violation"
+        return result
+    finally:
+        server.stop(timeouts.shutdown_s)
+        if result.exit_code is None and result.status == "crash":
+            result.exit_code = server.exit_code
+
+
+def _stalled(measured: LoadResult) -> str | None:
+    """Why the measurement counts as "no progress", or None: most requests timed out, or none finished."""
+    timed_out = sum(1 for r in measured.records if not r.success and r.error.startswith("Request timed out"))
+    finished = sum(1 for r in measured.records if r.success)
+    if measured.stopped_early and measured.stop_reason == "deadline" and finished == 0:
+        return "no request finished before the measurement deadline"
+    if timed_out and timed_out >= max(finished, 1):
+        return (
+            f"no progress during the measurement: {timed_out} of {len(measured.records)} requests timed out "
+            f"while the server stayed up ({finished} finished)"
+        )
+    return None
+
+
+def _wait_exit(server: ServerProcess, timeout_s: float) -> int | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        code = server.poll()
+        if code is not None:
+            return code
+        time.sleep(0.1)
+    return None
+
+
+def _startup_crash(server: ServerProcess, exit_code: int | None, timed_out: bool, deadline_s: float) -> CrashReport:
+    report = classify(server.log_text(), exit_code=exit_code, phase="startup", timed_out=timed_out, ready=False)
+    if report is not None:
+        return report
+    if timed_out:
+        return CrashReport.startup_timeout(deadline_s)
+    return CrashReport.engine_died(f"the server exited with status {exit_code} before it became ready", exit_code)
