@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +99,38 @@ class Timeouts:
     request_s: float = 120.0  # one request, send to last token
     trial_s: float = 1800.0  # the whole measurement
     shutdown_s: float = 15.0  # SIGTERM grace before SIGKILL of the process group
+
+
+_PER_REQUEST = {"ttft": "ttft_s", "e2el": "e2el_s"}
+
+
+def certain_violation(slos: Iterable[Slo], planned: int) -> Callable[[Sequence[Any]], bool]:
+    """A stop rule for a measurement: True once some percentile SLO can no longer be met.
+
+    With ``N`` planned requests, ``np.percentile(p)`` (linear interpolation) sits at position
+    ``(N − 1)·p/100`` of the sorted values; once ``k ≥ N − (N − 1)·p/100`` requests are already
+    above the threshold, every remaining outcome leaves the percentile above it. (Failed requests
+    only shrink N, which makes the bound easier to meet, so it stays certain.) Per-request metrics
+    only: TTFT, E2EL and TPOT; mean and ITL SLOs never stop a run early.
+    """
+    rules = [
+        (slo, slo.percentile) for slo in slos if slo.percentile is not None and slo.metric in ("ttft", "tpot", "e2el")
+    ]
+
+    def over(record: Any, slo: Slo) -> bool:
+        if not record.success:
+            return False
+        if slo.metric == "tpot":
+            tpot = record.tpot_s
+            return tpot is not None and tpot > slo.threshold_s
+        return getattr(record, _PER_REQUEST[slo.metric]) > slo.threshold_s
+
+    def should_stop(records: Sequence[Any]) -> bool:
+        for slo, pct in rules:
+            assert pct is not None
+            needed = planned - (planned - 1) * pct / 100.0
+            if sum(1 for r in records if over(r, slo)) >= needed:
+                return True
+        return False
+
+    return should_stop

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .bench.loadgen import LoadGenConfig, LoadResult, run_load
+from .bench.loadgen import STOP_NO_MODEL, STOP_SERVER_DEAD, LoadGenConfig, LoadResult, run_load
+from .bench.metrics import RequestRecord
 from .bench.promscrape import ServerStats, sample_peak_kv, scrape
 from .bench.workload import WorkloadSpec
 from .engine.crash import CrashReport, classify
 from .engine.engines import Engine
 from .engine.launcher import ServerProcess, free_port
-from .spec import Slo, Timeouts, normalized_violation, percentiles_needed
+from .search.objective import find_capacity
+from .spec import Slo, Timeouts, certain_violation, normalized_violation, percentiles_needed
 
 TRIAL_HOST = "127.0.0.1"  # trial servers never listen beyond loopback
+_DEAD = (STOP_SERVER_DEAD, STOP_NO_MODEL)  # the server stopped answering
 
 
 @dataclass
@@ -40,6 +44,8 @@ class TrialResult:
     measurement_s: float | None = None
     stats: ServerStats | None = None
     peak_kv_usage: float | None = None
+    capacity: float | None = None  # highest rate meeting every SLO (capacity trials only)
+    probes: list[tuple[float, float]] = field(default_factory=list)  # (rate, violation) per capacity probe
     log_path: str | None = None
     exit_code: int | None = None
 
@@ -56,6 +62,7 @@ class TrialResult:
             "startup_s": self.startup_s,
             "measurement_s": self.measurement_s,
             "violation": self.violation,
+            "capacity": self.capacity,
             "engine_args": self.engine_args,
             "log_path": self.log_path,
         }
@@ -71,13 +78,17 @@ class TrialResult:
 
 
 def _measure(
-    server: ServerProcess, load: LoadGenConfig, workload: WorkloadSpec, deadline_s: float
+    server: ServerProcess,
+    load: LoadGenConfig,
+    workload: WorkloadSpec,
+    deadline_s: float,
+    should_stop: Callable[[Sequence[RequestRecord]], bool] | None = None,
 ) -> tuple[LoadResult, float | None]:
     async def both() -> tuple[LoadResult, float | None]:
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_peak_kv(server.base_url, stop))
         try:
-            result = await run_load(load, workload, deadline_s=deadline_s)
+            result = await run_load(load, workload, deadline_s=deadline_s, should_stop=should_stop)
         finally:
             stop.set()
         return result, await sampler
@@ -98,8 +109,17 @@ def run_trial(
     served_model_name: str | None = None,
     api_key: str = "EMPTY",
     name: str = "trial",
+    capacity: bool = False,
+    stop_early: bool = False,
 ) -> TrialResult:
-    """Run one trial of ``engine_args`` and return its figures or its crash."""
+    """Run one trial of ``engine_args`` and return its figures or its crash.
+
+    ``capacity``: instead of one measurement at the workload's rate, search the highest request rate
+    that meets every SLO on this one running server (``search.objective.find_capacity``); the
+    result's ``capacity`` holds it and ``metrics`` are those of the best passing probe (or the lowest
+    probe when none passed). ``stop_early``: end a measurement as soon as a percentile SLO can no
+    longer be met (``spec.certain_violation``).
+    """
     timeouts = timeouts or Timeouts()
     port = free_port(TRIAL_HOST)
     log_path = Path(log_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{port}.log"
@@ -120,14 +140,38 @@ def run_trial(
             request_timeout_s=timeouts.request_s,
         )  # fmt: skip
         started = time.monotonic()
-        measured, peak_kv = _measure(server, load, workload, timeouts.trial_s)
+        thresholds = {slo.metric: slo.threshold_s for slo in slos if slo.metric in ("ttft", "tpot", "e2el")}
+        percentiles = percentiles_needed(slos)
+        measurements: list[LoadResult] = []
+
+        def measure(rate: float) -> tuple[dict[str, Any], float]:
+            probe = dataclasses.replace(workload, request_rate=rate) if capacity else workload
+            remaining = max(timeouts.trial_s - (time.monotonic() - started), 1.0)
+            stop = certain_violation(slos, probe.num_prompts) if stop_early and slos else None
+            measured, peak = _measure(server, load, probe, remaining, stop)
+            measurements.append(measured)
+            result.peak_kv_usage = max(result.peak_kv_usage or 0.0, peak or 0.0)
+            metrics = measured.metrics(percentiles=percentiles, goodput_thresholds_s=thresholds)
+            violation = normalized_violation(slos, metrics) if slos else -1.0
+            if measured.stopped_early and measured.stop_reason == "should_stop":
+                violation = max(violation, 1e-9)  # stopped because the SLO was certainly missed
+            if metrics.get("failed") and slos:
+                violation = max(violation, 1e-9)  # a failed request cannot meet an SLO
+            return metrics, violation
+
+        if capacity:
+            found = find_capacity(lambda rate: measure(rate) if not _bad(measurements) else ({}, math.inf))
+            probe = found.best_probe or found.lowest_probe
+            result.capacity = found.capacity
+            result.probes = [(p.rate, p.violation) for p in found.probes]
+            result.metrics = probe.metrics
+        else:
+            result.metrics, _ = measure(workload.request_rate)
+        measured = measurements[-1]
         result.measurement_s = round(time.monotonic() - started, 3)
-        result.peak_kv_usage = peak_kv
         text = scrape(server.base_url)
         result.stats = ServerStats.from_text(text) if text else None
-        thresholds = {slo.metric: slo.threshold_s for slo in slos if slo.metric in ("ttft", "tpot", "e2el")}
-        result.metrics = measured.metrics(percentiles=percentiles_needed(slos), goodput_thresholds_s=thresholds)
-        if measured.stopped_early and measured.stop_reason == "server_dead":
+        if measured.stopped_early and measured.stop_reason in _DEAD:
             # vLLM exits by itself (status 0) a few seconds after its engine died; a code we caused
             # ourselves by killing it would be misleading evidence
             exited = _wait_exit(server, 8.0)
@@ -143,15 +187,25 @@ def run_trial(
         if stalled is not None:
             result.crash = dataclasses.replace(CrashReport.measurement_timeout(timeouts.trial_s), root_cause=stalled)
             return result
-        result.violation = normalized_violation(slos, result.metrics) if slos else None
-        failed = result.metrics.get("failed", 0)
-        met = result.violation is None or result.violation <= 0
-        result.status = "ok" if met and not (slos and failed) else "slo_violation"
+        if capacity:
+            met = result.capacity is not None and result.capacity > 0
+            result.violation = min(v for _, v in result.probes) if not met else -1.0
+        else:
+            result.violation = normalized_violation(slos, result.metrics) if slos else None
+            if slos and (result.metrics.get("failed") or measured.stop_reason == "should_stop"):
+                result.violation = max(result.violation or 0.0, 1e-9)
+            met = result.violation is None or result.violation <= 0
+        result.status = "ok" if met else "slo_violation"
         return result
     finally:
         server.stop(timeouts.shutdown_s)
         if result.exit_code is None and result.status == "crash":
             result.exit_code = server.exit_code
+
+
+def _bad(measurements: Sequence[LoadResult]) -> bool:
+    """The previous probe found a dead or stalled server: stop probing."""
+    return bool(measurements) and (measurements[-1].stop_reason in _DEAD or _stalled(measurements[-1]) is not None)
 
 
 def _stalled(measured: LoadResult) -> str | None:

@@ -401,7 +401,8 @@ def make_http_client(base_url: str, connections: int | None, timeout_s: float) -
     """
     timeout = httpx.Timeout(timeout_s)
     if httpx.URL(base_url).scheme == "http":
-        return httpx.AsyncClient(transport=Http11Transport(max_idle=connections or 1024), timeout=timeout)
+        transport = Http11Transport(max_idle=connections or 1024)
+        return httpx.AsyncClient(transport=transport, timeout=timeout)
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(limits=limits, timeout=timeout)
 
@@ -469,76 +470,95 @@ class _RequestSender:
 
     async def send(self, request: WorkloadRequest, t0: float) -> tuple[RequestRecord, bool, float]:
         """(record, server-fault flag, finish time); ``t0`` is the schedule start, for ``send_s``."""
-        now = time.perf_counter
-        chat = self.chat
-        limit = self.config.request_timeout_s
-        itl: list[float] = []
-        first = 0.0
-        usage: Any = None
-        n_chunks = 0
         payload = self.payload(request)
-        st = now()
-        last = st
+        timer = _StreamTimer(self.chat, self.config.request_timeout_s)
         try:
             response = await self.client.post(self.path, cast_to=httpx.Response, body=payload, stream=True)
+            # raw bytes unless a proxy compressed them (vLLM never does): one layer less per chunk
+            chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
             try:
-                pending = b""
-                async for data in response.aiter_bytes():  # decoded, should a proxy compress
-                    lines = (pending + data).split(b"\n") if pending else data.split(b"\n")
-                    pending = lines.pop()
-                    for line in lines:
-                        if not line.startswith(b"data:"):
-                            continue  # blank separators, ": ping" comments, event names
-                        line = line[5:].strip()
-                        if line == b"[DONE]":
-                            continue
-                        event = json.loads(line)
-                        choices = event.get("choices")
-                        if choices:
-                            choice = choices[0]
-                            if chat:
-                                delta = choice.get("delta")
-                                text = delta.get("content") if delta else None
-                            else:
-                                text = choice.get("text")
-                            if text:
-                                ts = now()
-                                if n_chunks:
-                                    itl.append(ts - last)
-                                else:
-                                    first = ts
-                                last = ts
-                                n_chunks += 1
-                                if ts - st > limit:
-                                    raise httpx.ReadTimeout("request deadline passed")
-                        if event.get("usage"):
-                            usage = event["usage"]
-                        elif "error" in event:
-                            error = event["error"]
-                            code = error.get("code") if isinstance(error, Mapping) else None
-                            code = code if isinstance(code, int) else 500
-                            raise _StreamError(_server_message(event) or str(error), code)
+                async for data in chunks:
+                    timer.feed(data)
             finally:
                 await response.aclose()
         except Exception as exc:
-            error, fatal = _classify(exc, limit)
-            record = RequestRecord(False, request.prompt_len, n_chunks, error=error, send_s=st - t0)
-            if n_chunks:
-                record.ttft_s, record.e2el_s, record.itl_s = first - st, last - st, itl
-            return record, fatal, now()
-        if not n_chunks:
-            return RequestRecord(False, request.prompt_len, error=NO_TOKEN_ERROR, send_s=st - t0), False, now()
-        usage = usage or {}
-        record = RequestRecord(
-            True,
+            error, fatal = _classify(exc, self.config.request_timeout_s)
+            return timer.record(request, t0, error), fatal, time.perf_counter()
+        if not timer.count:
+            return timer.record(request, t0, NO_TOKEN_ERROR), False, time.perf_counter()
+        return timer.record(request, t0), False, timer.last
+
+
+class _StreamTimer:
+    """Times the content chunks of one SSE stream, as vLLM's bench does: TTFT, ITL gaps, latency.
+
+    ``feed`` runs once per network read and keeps its loop on locals: it is the client's hot path.
+    """
+
+    __slots__ = ("chat", "count", "first", "itl", "last", "limit_s", "pending", "start", "usage")
+
+    def __init__(self, chat: bool, limit_s: float) -> None:
+        self.chat, self.limit_s = chat, limit_s
+        self.itl: list[float] = []
+        self.count = 0
+        self.usage: Mapping[str, Any] = {}
+        self.pending = b""
+        self.start = self.first = self.last = time.perf_counter()
+
+    def feed(self, data: bytes) -> None:
+        """Parse the complete ``data:`` lines in ``data``; keep a partial last line for later."""
+        lines = (self.pending + data).split(b"\n") if self.pending else data.split(b"\n")
+        self.pending = lines.pop()
+        now, chat, itl = time.perf_counter, self.chat, self.itl
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, ": ping" comments, event names
+            line = line[5:].strip()
+            if line == b"[DONE]":
+                continue
+            event = json.loads(line)
+            choices = event.get("choices")
+            if choices:
+                choice = choices[0]
+                if chat:
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta else None
+                else:
+                    text = choice.get("text")
+                if text:
+                    ts = now()
+                    if self.count:
+                        itl.append(ts - self.last)
+                    else:
+                        self.first = ts
+                    self.last = ts
+                    self.count += 1
+                    if ts - self.start > self.limit_s:
+                        raise httpx.ReadTimeout("the request deadline passed")
+            if event.get("usage"):
+                self.usage = event["usage"]
+            elif "error" in event:
+                raise _stream_error(event)
+
+    def record(self, request: WorkloadRequest, t0: float, error: str | None = None) -> RequestRecord:
+        """The request's record: token counts from ``usage``, else the request and the chunk count."""
+        usage, seen = self.usage, self.count > 0
+        return RequestRecord(
+            success=error is None,
             prompt_len=usage.get("prompt_tokens") or request.prompt_len,
-            output_tokens=usage.get("completion_tokens") or n_chunks,
-            ttft_s=first - st,
-            e2el_s=last - st,
-            itl_s=itl,
-            send_s=st - t0,
+            output_tokens=usage.get("completion_tokens") or self.count,
+            ttft_s=self.first - self.start if seen else 0.0,
+            e2el_s=self.last - self.start if seen else 0.0,
+            itl_s=self.itl,
+            error=error or "",
+            send_s=self.start - t0,
         )
-        return record, False, last
+
+
+def _stream_error(event: Mapping[str, Any]) -> _StreamError:
+    error = event["error"]
+    code = error.get("code") if isinstance(error, Mapping) else None
+    return _StreamError(_server_message(event) or str(error), code if isinstance(code, int) else 500)
 
 
 # --- the run: arrival schedule, concurrency cap, early stops ----------------------------------------

@@ -1,0 +1,398 @@
+"""The load generator against the simulated server as a real process on loopback.
+
+Each test starts ``python -m vllm_slo_guard.sim.server`` through :class:`ServerProcess` on a free
+port; the ``sim`` fixture always stops it and asserts that no process of its group is left. The
+HTTP/1.1 transport is also tested alone against scripted raw-socket servers (framing, keep-alive,
+stale connections, timeouts, refused connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from vllm_slo_guard.bench.loadgen import (
+    NO_TOKEN_ERROR,
+    STOP_DEADLINE,
+    STOP_NO_MODEL,
+    STOP_SERVER_DEAD,
+    STOP_SHOULD_STOP,
+    Http11Transport,
+    LoadGenConfig,
+    LoadResult,
+    run_load,
+    run_load_sync,
+)
+from vllm_slo_guard.bench.metrics import RequestRecord
+from vllm_slo_guard.bench.promscrape import ServerStats, parse_metrics, scrape
+from vllm_slo_guard.bench.workload import WorkloadSpec, arrival_offsets, build_requests
+from vllm_slo_guard.engine.launcher import ServerProcess, free_port, group_members
+
+MODEL = "Qwen/Qwen2-1.5B"
+Start = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Start]:
+    """Start simulated servers; on teardown stop each one and check its whole group is gone."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, fault: str | None = None) -> ServerProcess:
+        port = free_port()
+        argv = [sys.executable, "-m", "vllm_slo_guard.sim.server", MODEL, "--sim-gpu", "H200-141GB", *args]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        env = {"SLO_GUARD_SIM_FAULT": fault} if fault else None
+        server = ServerProcess(argv, host="127.0.0.1", port=port, log_path=tmp_path / f"sim{len(started)}.log", env=env)
+        started.append(server)
+        server.start()
+        ready = server.wait_ready(60)
+        assert ready.ready, server.log_text()
+        return server
+
+    yield start
+    for server in started:
+        server.stop(grace_s=5)
+        assert server.pid is not None
+        assert group_members(server.pid) == [], f"processes of {server.argv[:4]} left behind"
+
+
+def _workload(**kwargs: object) -> WorkloadSpec:
+    base: dict[str, object] = {"num_prompts": 8, "random_input_len": 40, "random_output_len": 10, "seed": 3}
+    base.update(kwargs)
+    return WorkloadSpec(**base)  # type: ignore[arg-type]
+
+
+def _check_timing(record: RequestRecord) -> None:
+    assert record.success, record.error
+    assert 0 < record.ttft_s <= record.e2el_s
+    assert len(record.itl_s) == record.output_tokens - 1
+    assert all(gap >= 0 for gap in record.itl_s)
+    assert math.isclose(sum(record.itl_s), record.e2el_s - record.ttft_s, abs_tol=1e-6)
+
+
+def _max_overlap(intervals: Sequence[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_records_have_exact_token_counts_and_consistent_timing(sim: Start, endpoint: str) -> None:
+    server = sim()
+    workload = _workload(random_range_ratio=0.5, num_warmups=0)
+    result = run_load_sync(LoadGenConfig(server.base_url, endpoint=endpoint), workload)  # type: ignore[arg-type]
+    requests = build_requests(workload)
+    assert result.model == MODEL  # the first id of GET /v1/models
+    assert not result.stopped_early and result.stop_reason is None
+    assert len(result.records) == len(requests) == result.num_sent == result.num_planned
+    for record, request in zip(result.records, requests, strict=True):
+        _check_timing(record)
+        assert record.prompt_len == request.prompt_len
+        assert record.output_tokens == request.output_len
+    assert result.duration_s >= max(r.send_s + r.e2el_s for r in result.records) - 1e-6
+    metrics = result.metrics()
+    assert metrics["completed"] == len(requests) and metrics["failed"] == 0
+    assert metrics["total_output_tokens"] == sum(r.output_len for r in requests)
+
+
+def test_poisson_arrivals_follow_the_schedule(sim: Start) -> None:
+    server = sim()
+    workload = _workload(num_prompts=40, request_rate=20.0, random_output_len=4)
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), workload)
+    assert len(result.records) == 40 and all(r.success for r in result.records)
+    offsets = arrival_offsets(workload, 40)
+    late = [r.send_s - offset for r, offset in zip(result.records, offsets, strict=True)]
+    assert min(late) >= 0 and max(late) < 0.05  # sent on time, never early
+    slowest = max(r.e2el_s for r in result.records)
+    assert 40 / 20.0 <= result.duration_s <= 40 / 20.0 + slowest + 0.05
+
+
+def test_max_concurrency_caps_requests_in_flight(sim: Start) -> None:
+    server = sim()
+    workload = _workload(num_prompts=10, random_output_len=30, max_concurrency=2)
+    running: list[int] = []
+
+    async def sample(stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient() as client:
+            while not stop.is_set():
+                stats = ServerStats.from_text((await client.get(f"{server.base_url}/metrics")).text)
+                running.append(stats.running or 0)
+                await asyncio.sleep(0.005)
+
+    async def main() -> LoadResult:
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample(stop))
+        try:
+            return await run_load(LoadGenConfig(server.base_url, model=MODEL), workload)
+        finally:
+            stop.set()
+            await sampler
+
+    result = asyncio.run(main())
+    assert len(result.records) == 10 and all(r.success for r in result.records)
+    assert _max_overlap([(r.send_s, r.send_s + r.e2el_s) for r in result.records]) == 2
+    assert running and max(running) <= 2
+
+
+def test_warmups_are_sent_but_not_recorded(sim: Start) -> None:
+    server = sim()
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), _workload(num_prompts=5, num_warmups=3))
+    assert result.num_warmups == 3 and len(result.records) == 5
+    text = scrape(server.base_url)
+    assert text is not None
+    served = sum(s.value for s in parse_metrics(text)["vllm:request_success_total"])
+    assert served == 8
+
+
+def test_a_prompt_too_long_fails_alone_with_the_servers_message(sim: Start) -> None:
+    server = sim("--max-model-len", "256")
+    workload = _workload(num_prompts=12, random_input_len=200, random_range_ratio=0.5, random_output_len=16)
+    too_long = [r.prompt_len + r.output_len > 256 for r in build_requests(workload)]
+    assert any(too_long) and not all(too_long)
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), workload)
+    assert not result.stopped_early
+    for record, fails in zip(result.records, too_long, strict=True):
+        if fails:
+            assert not record.success
+            assert record.error.startswith("HTTP 400: This model's maximum context length is 256 tokens.")
+        else:
+            _check_timing(record)
+    assert result.metrics()["failed"] == sum(too_long)
+
+
+def test_a_killed_server_stops_the_run_quickly_and_keeps_the_records(sim: Start) -> None:
+    server = sim()
+    assert server.pid is not None
+    killed_at: list[float] = []
+
+    def kill_after_three(records: Sequence[RequestRecord]) -> bool:
+        if len(records) == 3 and not killed_at:
+            os.killpg(server.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            killed_at.append(time.perf_counter())
+        return False
+
+    workload = _workload(num_prompts=400, request_rate=100.0, max_concurrency=4, random_output_len=20)
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), workload, should_stop=kill_after_three)
+    assert time.perf_counter() - killed_at[0] < 3.0
+    assert result.stopped_early and result.stop_reason == STOP_SERVER_DEAD
+    assert "Connection error" in result.detail
+    assert sum(r.success for r in result.records) >= 3
+    assert sum(not r.success for r in result.records) >= 5
+    assert result.num_sent < 400
+    assert result.num_sent == len(result.records) + result.num_cancelled
+
+
+def test_engine_death_with_http_500s_is_a_dead_server(sim: Start) -> None:
+    server = sim(fault="die_after=3")
+    workload = _workload(num_prompts=200, request_rate=100.0, max_concurrency=4)
+    started = time.perf_counter()
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), workload)
+    assert time.perf_counter() - started < 5.0
+    assert result.stop_reason == STOP_SERVER_DEAD
+    assert sum(r.success for r in result.records) >= 3
+    errors = [r.error for r in result.records if not r.success]
+    assert len(errors) >= 5 and all(e.startswith(("HTTP 500: ", "Stream error 500: ")) for e in errors)
+
+
+def test_a_stalled_server_gives_timed_out_records_not_a_dead_server(sim: Start) -> None:
+    server = sim(fault="stall_after=2")
+    workload = _workload(num_prompts=8, max_concurrency=2, random_output_len=5)
+    config = LoadGenConfig(server.base_url, model=MODEL, request_timeout_s=0.3, dead_after_failures=2)
+    started = time.perf_counter()
+    result = run_load_sync(config, workload)
+    assert time.perf_counter() - started < 0.3 * 8 / 2 + 1.0
+    assert not result.stopped_early  # timeouts say nothing about the server being dead
+    assert sum(r.success for r in result.records) == 2
+    assert [r.error for r in result.records if not r.success] == ["Request timed out after 0.3 s"] * 6
+
+
+def test_deadline_stops_sending_and_keeps_finished_records(sim: Start) -> None:
+    server = sim()
+    workload = _workload(num_prompts=100, request_rate=10.0, random_output_len=4)
+    started = time.perf_counter()
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), workload, deadline_s=1.0)
+    assert time.perf_counter() - started < 2.0
+    assert result.stopped_early and result.stop_reason == STOP_DEADLINE
+    assert 5 <= len(result.records) <= 11 and all(r.success for r in result.records)
+    assert result.num_sent <= 12 and result.num_sent == len(result.records) + result.num_cancelled
+    assert result.metrics()["completed"] == len(result.records)
+
+
+def test_should_stop_ends_the_run(sim: Start) -> None:
+    server = sim()
+    workload = _workload(num_prompts=200, request_rate=50.0, random_output_len=4)
+    result = run_load_sync(
+        LoadGenConfig(server.base_url, model=MODEL), workload, should_stop=lambda records: len(records) >= 3
+    )
+    assert result.stop_reason == STOP_SHOULD_STOP
+    assert 3 <= len(result.records) <= 5 and result.num_sent < 20
+
+
+def test_metric_keys_match_vllm_bench_serve(sim: Start) -> None:
+    server = sim()
+    result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), _workload(num_prompts=4))
+    metrics = result.metrics(percentiles=(50, 99), goodput_thresholds_s={"ttft": 10.0, "e2el": 10.0})
+    # the keys of `vllm bench serve --save-result` (reference/vllm-cpu-logs/bench_serve_result.json)
+    vllm_keys = {"duration", "completed", "failed", "total_input_tokens", "total_output_tokens"}
+    vllm_keys |= {"request_throughput", "request_goodput", "output_throughput", "total_token_throughput"}
+    for metric in ("ttft", "tpot", "itl", "e2el"):
+        vllm_keys |= {f"{stat}_{metric}_ms" for stat in ("mean", "median", "std", "p50", "p99")}
+    assert vllm_keys <= set(metrics)
+    assert metrics["request_goodput"] == metrics["request_throughput"]
+
+
+def test_no_server_means_no_model_or_a_dead_server_fast() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    result = run_load_sync(LoadGenConfig(url), _workload())
+    assert result.stop_reason == STOP_NO_MODEL and "Connection error" in result.detail
+    result = run_load_sync(LoadGenConfig(url, model=MODEL), _workload(num_prompts=50, max_concurrency=1))
+    assert result.stop_reason == STOP_SERVER_DEAD
+    assert len(result.records) == 5 and not any(r.success for r in result.records)
+    assert time.perf_counter() - started < 3.0
+
+
+# --- the HTTP/1.1 transport against scripted servers -------------------------------------------------
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+async def _with_server(handler: Handler, body: Callable[[str], Awaitable[None]]) -> None:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await body(f"http://127.0.0.1:{port}")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def test_transport_decodes_bodies_split_anywhere_and_reuses_the_connection() -> None:
+    connections: list[int] = []
+    body = _chunked(b"data: one\n\n", b"data: two\n\n", b"x" * 300)
+    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n" + body
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        with_length = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+        while not reader.at_eof():
+            try:
+                request = await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            data = with_length if b"GET /plain" in request else response
+            for i in range(0, len(data), 7):  # split head, sizes, CRLFs and data at odd places
+                writer.write(data[i : i + 7])
+                await writer.drain()
+                await asyncio.sleep(0)
+        writer.close()
+
+    async def body_fn(url: str) -> None:
+        async with httpx.AsyncClient(transport=Http11Transport()) as client:
+            for _ in range(3):
+                async with client.stream("POST", f"{url}/sse", json={"a": 1}) as r:
+                    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+                    assert b"".join([c async for c in r.aiter_raw()]) == b"data: one\n\ndata: two\n\n" + b"x" * 300
+                plain = await client.get(f"{url}/plain")
+                assert plain.text == "hello"
+
+    asyncio.run(_with_server(handler, body_fn))
+    assert len(connections) == 1
+
+
+def test_transport_retries_a_stale_keepalive_connection_once() -> None:
+    served: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if len(served) == 1:  # close the first connection only after the client took it back
+            await asyncio.sleep(0.05)
+        writer.close()
+
+    async def body_fn(url: str) -> None:
+        async with httpx.AsyncClient(transport=Http11Transport()) as client:
+            assert (await client.get(url)).text == "ok"
+            await asyncio.sleep(0.1)
+            assert (await client.get(url)).text == "ok"
+
+    asyncio.run(_with_server(handler, body_fn))
+    assert len(served) == 2
+
+
+def test_transport_errors_are_httpx_errors() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(1)
+        writer.close()
+
+    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        await writer.drain()
+        writer.close()
+
+    async def read_timeout(url: str) -> None:
+        async with httpx.AsyncClient(transport=Http11Transport(), timeout=httpx.Timeout(1.0, read=0.05)) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(url)
+
+    async def cut_off(url: str) -> None:
+        async with httpx.AsyncClient(transport=Http11Transport()) as client, client.stream("GET", url) as r:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await r.aread()
+
+    async def refused() -> None:
+        async with httpx.AsyncClient(transport=Http11Transport()) as client:
+            with pytest.raises(httpx.ConnectError):
+                await client.get(f"http://127.0.0.1:{free_port()}/")
+            with pytest.raises(httpx.UnsupportedProtocol):
+                await client.get("https://127.0.0.1/")
+
+    asyncio.run(_with_server(silent, read_timeout))
+    asyncio.run(_with_server(truncated, cut_off))
+    asyncio.run(refused())
+
+
+def test_a_stream_without_content_is_a_failed_record() -> None:
+    async def empty_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\ndata: [DONE]\n\n'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(_chunked(b'data: {"choices":[{"index":0,"text":""}]}\n\n', usage))
+        await writer.drain()
+        writer.close()
+
+    async def body_fn(url: str) -> None:
+        result = await run_load(LoadGenConfig(url, model="m"), _workload(num_prompts=2, max_concurrency=1))
+        assert [r.error for r in result.records] == [NO_TOKEN_ERROR, NO_TOKEN_ERROR]
+        assert not result.stopped_early
+
+    asyncio.run(_with_server(empty_stream, body_fn))

@@ -1,0 +1,1 @@
+"""Searchers over vLLM engine arguments and the tuning loop that drives them."""

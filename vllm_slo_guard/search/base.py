@@ -1,0 +1,48 @@
+"""The contract every searcher keeps: ``ask`` a config for trial n, be ``tell``-ed its outcome.
+
+Determinism and resume: a searcher's state must be a function of the outcomes it was told, in trial
+order, and of ``rng_for(seed, n, purpose)`` draws only. Re-running a stored study therefore rebuilds the
+exact state by replaying ``tell`` for the finished trials, and the next ``ask`` proposes what an
+uninterrupted run would have proposed (the reference implementation lost its RNG state on resume and
+proposed trials 1..k again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..outcome import Outcome
+from ..space import Config, Space
+
+
+def rng_for(seed: int, trial_number: int, purpose: str = "ask") -> random.Random:
+    """An RNG that depends only on (seed, trial number, purpose): reproducible across resumes."""
+    digest = hashlib.sha256(f"{seed}:{trial_number}:{purpose}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What a searcher knows about the problem."""
+
+    space: Space
+    seed: int
+    budget: int  # total trials of the study
+    minimize: bool = True  # latency: minimize; capacity: maximize
+
+
+class Searcher(Protocol):
+    """Proposes configs and learns from outcomes (see the module docstring for the determinism rule)."""
+
+    name: str
+
+    def ask(self, trial_number: int) -> tuple[Config, str]:
+        """A config to evaluate as trial ``trial_number`` (0-based) and the phase label it belongs to."""
+        ...
+
+    def tell(self, trial_number: int, outcome: Outcome) -> None:
+        """The outcome of trial ``trial_number`` (its config is the *repaired* one that ran)."""
+        ...
