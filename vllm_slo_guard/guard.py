@@ -62,8 +62,22 @@ def detect_device() -> Device:
     return Device(spec, used_bytes=used, count=len(gpus))
 
 
-def predict(model: str, engine_args: Sequence[str], device: Device) -> GuardVerdict:
-    """Whether ``vllm serve model engine_args`` will start on ``device``, and with how much KV cache."""
+def predict(model: str, engine_args: Sequence[str], device: Device, *, margin: float = 0.0) -> GuardVerdict:
+    """Whether ``vllm serve model engine_args`` will start on ``device``, and with how much KV cache.
+
+    ``margin`` makes memory verdicts cautious: a config is predicted to run out of memory only if it
+    still does with ``margin`` more device memory. Argument refusals are exact. The tuner guards
+    with a small margin, because its memory model of the real vLLM is an estimate: a borderline
+    config is worth a launch, a clearly impossible one is not.
+    """
+    verdict = _predict(model, engine_args, device)
+    if verdict.ok or verdict.category != "oom" or margin <= 0:
+        return verdict
+    roomier = replace(device, spec=replace(device.spec, memory_bytes=int(device.spec.memory_bytes * (1 + margin))))
+    return verdict if not _predict(model, engine_args, roomier).ok else GuardVerdict(True, message="borderline")
+
+
+def _predict(model: str, engine_args: Sequence[str], device: Device) -> GuardVerdict:
     try:
         ns = parse_serve_args([model, *engine_args])
         arch = load_model_arch(model)

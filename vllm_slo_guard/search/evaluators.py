@@ -1,0 +1,155 @@
+"""How the tuner evaluates one configuration: in virtual time on the simulator, or on a real server.
+
+Both turn a repaired config's ``vllm serve`` argv into an :class:`Outcome` with the objective's value,
+the normalized SLO violation, and the cost in seconds (startup, measurement). Both answer the memory
+guard's question first (``guard``), so a config predicted to fail is never launched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from ..bench.workload import WorkloadSpec
+from ..engine.engines import Engine
+from ..guard import Device, GuardVerdict, predict
+from ..outcome import Outcome
+from ..sim.catalog import resolve_gpu
+from ..sim.evaluator import simulate
+from ..spec import Timeouts
+from ..trial import run_trial
+from .objective import Objective, find_capacity
+
+# what a crash costs before vLLM gives up (vllm-facts.md §7: argparse ~10 s, config ~15 s, engine ~25–40 s)
+GUARD_MARGIN = 0.05  # guard memory failures only when they persist with 5% more device memory
+CRASH_COST_S = {"argparse": 10.0, "config": 15.0, "engine": 30.0}
+
+
+class Evaluator(Protocol):
+    model: str
+
+    def guard(self, argv: Sequence[str]) -> GuardVerdict: ...
+
+    def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome: ...
+
+
+def _status(violation: float) -> str:
+    return "ok" if violation <= 0 else "slo_violation"
+
+
+@dataclass
+class VirtualSimEvaluator:
+    """The in-process simulator (virtual time): thousands of trials per minute."""
+
+    model: str
+    gpu: str
+    workload: WorkloadSpec
+    objective: Objective
+    gpu_count: int = 1
+    used_bytes: int = 0
+    confirm_factor: int = 2  # confirmation runs are this many times longer
+    guard_margin: float = GUARD_MARGIN
+
+    def guard(self, argv: Sequence[str]) -> GuardVerdict:
+        device = Device(resolve_gpu(self.gpu), used_bytes=self.used_bytes, count=self.gpu_count)
+        return predict(self.model, argv, device, margin=self.guard_margin)
+
+    def _run(self, argv: Sequence[str], workload: WorkloadSpec, seed: int) -> Any:
+        return simulate(
+            [self.model, *argv], workload, self.gpu, seed=seed, gpu_count=self.gpu_count, used_bytes=self.used_bytes,
+            percentiles=(50.0, 90.0, 95.0, 99.0),
+        )  # fmt: skip
+
+    def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
+        workload = dataclasses.replace(self.workload, seed=seed)
+        if confirm:
+            workload = dataclasses.replace(workload, num_prompts=workload.num_prompts * self.confirm_factor)
+        if self.objective.kind == "capacity":
+            return self._capacity(argv, workload, seed)
+        result = self._run(argv, workload, seed)
+        if result.status == "crash":
+            return self._crash(result)
+        violation = self.objective.violation(result.metrics)
+        return Outcome(
+            _status(violation), {}, objective=self.objective.latency_value(result.metrics), violation=violation,
+            metrics=result.metrics, startup_s=result.startup_s or 0.0, measurement_s=result.metrics["duration"],
+            kv_cache_tokens=result.kv_cache_tokens,
+        )  # fmt: skip
+
+    def _crash(self, result: Any) -> Outcome:
+        cost = CRASH_COST_S["argparse"] if result.exit_code == 2 else CRASH_COST_S["engine"]
+        return Outcome(
+            "crash", {}, category=result.crash_category, root_cause=result.root_cause, startup_s=cost,
+            violation=math.inf,
+        )  # fmt: skip
+
+    def _capacity(self, argv: Sequence[str], workload: WorkloadSpec, seed: int) -> Outcome:
+        first = self._run(argv, dataclasses.replace(workload, request_rate=math.inf), seed)
+        if first.status == "crash":
+            return self._crash(first)
+        measured_s = 0.0
+
+        def measure(rate: float) -> tuple[dict[str, Any], float]:
+            nonlocal measured_s
+            result = (
+                first if math.isinf(rate) else self._run(argv, dataclasses.replace(workload, request_rate=rate), seed)
+            )
+            measured_s += result.metrics["duration"]
+            return result.metrics, self.objective.violation(result.metrics)
+
+        found = find_capacity(measure)
+        probe = found.best_probe or found.lowest_probe
+        violation = -1.0 if found.capacity > 0 else probe.violation
+        return Outcome(
+            _status(violation), {}, objective=found.capacity, violation=violation, metrics=probe.metrics,
+            startup_s=first.startup_s or 0.0, measurement_s=measured_s, kv_cache_tokens=first.kv_cache_tokens,
+        )  # fmt: skip
+
+
+@dataclass
+class ServerEvaluator:
+    """A real server per trial (the real vLLM, or the simulated server in real time)."""
+
+    model: str
+    engine: Engine
+    workload: WorkloadSpec
+    objective: Objective
+    device: Device
+    log_dir: Path
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    endpoint: Literal["completions", "chat"] = "completions"
+    served_model_name: str | None = None
+    api_key: str = "EMPTY"
+    confirm_factor: int = 2
+    guard_margin: float = GUARD_MARGIN
+
+    def guard(self, argv: Sequence[str]) -> GuardVerdict:
+        return predict(self.model, argv, self.device, margin=self.guard_margin)
+
+    def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
+        workload = dataclasses.replace(self.workload, seed=seed)
+        if confirm:
+            workload = dataclasses.replace(workload, num_prompts=workload.num_prompts * self.confirm_factor)
+        capacity = self.objective.kind == "capacity"
+        result = run_trial(
+            self.engine, self.model, list(argv), workload, slos=self.objective.slos, timeouts=self.timeouts,
+            log_dir=self.log_dir, endpoint=self.endpoint, served_model_name=self.served_model_name,
+            api_key=self.api_key, name="confirm" if confirm else "trial", capacity=capacity,
+            stop_early=not confirm and not capacity,
+        )  # fmt: skip
+        base = dict(
+            startup_s=result.startup_s or 0.0, measurement_s=result.measurement_s or 0.0, metrics=result.metrics,
+            kv_cache_tokens=result.stats.kv_cache_tokens if result.stats else None,
+        )  # fmt: skip
+        if result.crash is not None:
+            return Outcome(
+                "crash", {}, category=str(result.crash.category), root_cause=result.crash.root_cause,
+                violation=math.inf, **base,  # type: ignore[arg-type]
+            )  # fmt: skip
+        violation = result.violation if result.violation is not None else -1.0
+        value = result.capacity if capacity else self.objective.latency_value(result.metrics)
+        return Outcome(_status(violation), {}, objective=value, violation=violation, **base)  # type: ignore[arg-type]
