@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..outcome import Outcome
-from ..space import Config, Space
+from ..space import Config, Space, config_key
 
 
 def rng_for(seed: int, trial_number: int, purpose: str = "ask") -> random.Random:
@@ -32,6 +33,15 @@ class SearchContext:
     seed: int
     budget: int  # total trials of the study
     minimize: bool = True  # latency: minimize; capacity: maximize
+    # The tuner's repair (proposal → the config that would run). Searchers that avoid re-proposing an
+    # evaluated config compare repaired keys when it is given; without it they can only compare the
+    # unrepaired proposal, and two proposals that repair alike slip through (the tuner then reuses).
+    canonical: Callable[[Config], Config] | None = field(default=None, compare=False)
+
+
+def repaired_key(context: SearchContext, config: Config) -> str:
+    """The key the tuner will deduplicate ``config`` by (its repaired form when the context can repair)."""
+    return config_key(context.canonical(config) if context.canonical is not None else config)
 
 
 class Searcher(Protocol):
