@@ -1,6 +1,7 @@
 """Command-line options shared by several ``vllm-tune`` commands, each defined once.
 
-Workload flags keep ``vllm bench serve``'s names so an operator's benchmark command line carries over.
+Workload flags keep ``vllm bench serve``'s names so an operator's benchmark command line carries over;
+SLO, engine, timeout and storage flags are spelled and explained the same in ``bench`` and ``tune``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from .bench.workload import WorkloadSpec
+from .spec import Slo, Timeouts, parse_slo
+from .units import parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,8 +29,9 @@ def _rate(ctx: click.Context, param: click.Parameter, value: str) -> float:
     return rate
 
 
+TUNE_NUM_PROMPTS = 300  # per trial: a few hundred requests give a usable p95; vllm bench's 1000 per trial is slow
+
 _WORKLOAD_OPTIONS = [
-    click.option("--num-prompts", type=int, default=1000, show_default=True, help="Requests in the benchmark."),
     click.option(
         "--request-rate",
         default="inf",
@@ -64,7 +68,24 @@ _WORKLOAD_OPTIONS = [
 
 def workload_options(func: F) -> F:
     """Add the ``vllm bench serve`` workload flags to a command."""
-    for option in reversed(_WORKLOAD_OPTIONS):
+    num_prompts = click.option(
+        "--num-prompts", type=int, default=1000, show_default=True, help="Requests in the benchmark."
+    )
+    for option in reversed([num_prompts, *_WORKLOAD_OPTIONS]):
+        func = option(func)
+    return func
+
+
+def tune_workload_options(func: F) -> F:
+    """The workload flags for tuning: the same, with fewer requests per trial by default."""
+    num_prompts = click.option(
+        "--num-prompts",
+        type=int,
+        default=TUNE_NUM_PROMPTS,
+        show_default=True,
+        help="Requests per trial (confirmations send twice as many).",
+    )
+    for option in reversed([num_prompts, *_WORKLOAD_OPTIONS]):
         func = option(func)
     return func
 
@@ -85,3 +106,90 @@ def workload_from_options(options: dict[str, Any], seed: int) -> WorkloadSpec:
     )
     spec.validate()
     return spec
+
+
+# --- SLOs, engines, timeouts, storage: shared by bench and tune ----------------------------------------
+
+_SLO_OPTIONS = [
+    click.option(
+        "--slo", "slo_texts", multiple=True, help="An SLO such as ttft:p95=200ms; may be used more than once."
+    ),
+    click.option("--slo-p95", help="Short for --slo ttft:p95=VALUE."),
+]
+
+_ENGINE_OPTIONS = [
+    click.option(
+        "--engine",
+        type=click.Choice(["vllm", "sim"]),
+        default="vllm",
+        show_default=True,
+        help="The real vLLM, or the built-in simulated engine.",
+    ),
+    click.option("--gpu", envvar="SLO_GUARD_SIM_GPU", show_envvar=True, help="Simulated GPU (with --engine sim)."),
+    click.option("--gpu-count", type=int, default=1, show_default=True, help="Simulated GPUs (with --engine sim)."),
+    click.option(
+        "--vllm-cmd",
+        help="How to start vLLM, split as a shell would, e.g. "
+        "'/venv/bin/python -m vllm.entrypoints.openai.api_server'.",
+    ),
+    click.option(
+        "--device",
+        type=click.Choice(["auto", "cuda", "cpu"]),
+        default="auto",
+        show_default=True,
+        help="Where the real vLLM runs; cpu adds --kv-cache-memory-bytes unless given.",
+    ),
+    click.option(
+        "--endpoint",
+        type=click.Choice(["completions", "chat"]),
+        default="completions",
+        show_default=True,
+        help="The OpenAI API the requests use.",
+    ),
+]
+
+_TIMEOUT_OPTIONS = [
+    click.option("--startup-timeout", default="15m", show_default=True, help="Deadline for the server to be healthy."),
+    click.option("--request-timeout", default="120s", show_default=True, help="Deadline of one request."),
+    click.option("--trial-timeout", default="30m", show_default=True, help="Deadline of the whole measurement."),
+]
+
+storage_option = click.option(
+    "--storage",
+    envvar="SLO_GUARD_STORAGE",
+    show_envvar=True,
+    help="Optuna storage URL of the study, e.g. postgresql://host/db (default: SQLite in the cache folder).",
+)
+output_option = click.option(
+    "-o", "--output-file", type=click.Path(dir_okay=False), help="Write the result to FILE (atomically)."
+)
+
+
+def _stack(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+slo_options = _stack(_SLO_OPTIONS)
+engine_options = _stack(_ENGINE_OPTIONS)
+timeout_options = _stack(_TIMEOUT_OPTIONS)
+
+
+def slos_from_options(slo_texts: tuple[str, ...], slo_p95: str | None) -> list[Slo]:
+    """The SLOs of ``--slo`` (in order) and ``--slo-p95`` (TTFT p95)."""
+    slos = [parse_slo(text) for text in slo_texts]
+    if slo_p95:
+        slos.append(parse_slo(slo_p95, default_metric="ttft", default_stat="p95"))
+    return slos
+
+
+def timeouts_from_options(startup_timeout: str, request_timeout: str, trial_timeout: str) -> Timeouts:
+    return Timeouts(
+        startup_s=parse_duration(startup_timeout),
+        request_s=parse_duration(request_timeout),
+        trial_s=parse_duration(trial_timeout),
+    )
