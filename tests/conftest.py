@@ -52,7 +52,9 @@ def vllm_python() -> str:
     if candidate and Path(candidate).exists():
         return candidate
     for path in (Path(__file__).parents[1] / ".venv-vllm" / "bin" / "python", shutil.which("python3")):
-        if path and subprocess.run([str(path), "-c", "import vllm"], capture_output=True).returncode == 0:
+        if not path or not Path(path).exists():
+            continue
+        if subprocess.run([str(path), "-c", "import vllm"], capture_output=True).returncode == 0:
             return str(path)
     if os.environ.get("CI"):
         pytest.fail("vLLM is not installed for the tests marked vllm (.ci/run installs it in .venv-vllm)")

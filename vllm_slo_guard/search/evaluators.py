@@ -20,7 +20,7 @@ from ..guard import Device, GuardVerdict, predict
 from ..outcome import Outcome
 from ..sim.catalog import resolve_gpu
 from ..sim.evaluator import simulate
-from ..spec import Timeouts
+from ..spec import Timeouts, percentiles_needed
 from ..trial import run_trial
 from .objective import Objective, find_capacity
 
@@ -61,7 +61,8 @@ class VirtualSimEvaluator:
     def _run(self, argv: Sequence[str], workload: WorkloadSpec, seed: int) -> Any:
         return simulate(
             [self.model, *argv], workload, self.gpu, seed=seed, gpu_count=self.gpu_count, used_bytes=self.used_bytes,
-            percentiles=(50.0, 90.0, 95.0, 99.0),
+            percentiles=percentiles_needed(self.objective.slos),
+            goodput_thresholds_s=self.objective.goodput_thresholds_s,
         )  # fmt: skip
 
     def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:

@@ -36,6 +36,11 @@ class Objective:
     def primary(self) -> Slo:
         return self.slos[0]
 
+    @property
+    def goodput_thresholds_s(self) -> dict[str, float]:
+        """Per-request SLO thresholds for vLLM's goodput (TTFT, TPOT, E2EL)."""
+        return {s.metric: s.threshold_s for s in self.slos if s.metric in ("ttft", "tpot", "e2el")}
+
     def latency_value(self, metrics: Mapping[str, Any]) -> float | None:
         """The primary SLO's measured value in seconds."""
         return self.primary.measured_s(metrics)

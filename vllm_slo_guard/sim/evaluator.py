@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,7 @@ def simulate(
     gpu_count: int = 1,
     used_bytes: int = 0,
     percentiles: Sequence[float] = (90.0, 95.0, 99.0),
+    goodput_thresholds_s: Mapping[str, float] | None = None,
 ) -> SimResult:
     """Start a simulated ``vllm serve`` with ``engine_argv`` and benchmark ``workload`` against it."""
     try:
@@ -160,7 +161,7 @@ def simulate(
             root_cause=line,
             exit_code=exc.status,
         )
-    run = run_workload(server, workload, seed=seed, percentiles=percentiles)
+    run = run_workload(server, workload, seed=seed, percentiles=percentiles, goodput_thresholds_s=goodput_thresholds_s)
     run.startup_s = server.startup_s
     return run
 
@@ -171,6 +172,7 @@ def run_workload(
     *,
     seed: int = 0,
     percentiles: Sequence[float] = (90.0, 95.0, 99.0),
+    goodput_thresholds_s: Mapping[str, float] | None = None,
 ) -> SimResult:
     """Benchmark ``workload`` against a started simulated server, in virtual time."""
     workload.validate()
@@ -182,7 +184,9 @@ def run_workload(
     plan = server.plan
     return SimResult(
         "ok",
-        metrics=compute_metrics(records, duration, itl_s=itl_s, percentiles=percentiles),
+        metrics=compute_metrics(
+            records, duration, itl_s=itl_s, percentiles=percentiles, goodput_thresholds_s=goodput_thresholds_s
+        ),
         kv_cache_tokens=plan.kv_tokens,
         num_gpu_blocks=plan.num_blocks,
         max_concurrency=round(plan.max_concurrency, 2),
