@@ -9,6 +9,7 @@ stale connections, timeouts, refused connections).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import signal
@@ -396,3 +397,157 @@ def test_a_stream_without_content_is_a_failed_record() -> None:
         assert not result.stopped_early
 
     asyncio.run(_with_server(empty_stream, body_fn))
+
+
+# --- the hot path on scripted servers: the SDK's headers, error texts, SSE parsing -------------------
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _answering(answer: bytes, seen: list[bytes] | None = None, *, close: bool = True) -> Handler:
+    """A server that answers every request on a connection with ``answer`` (and records the requests)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if seen is not None:
+                seen.append(request)
+            writer.write(answer)
+            await writer.drain()
+            if close:
+                break
+        writer.close()
+
+    return handler
+
+
+def _run_scripted(handler: Handler, workload: WorkloadSpec, **config: object) -> LoadResult:
+    results: list[LoadResult] = []
+
+    async def body_fn(url: str) -> None:
+        results.append(await run_load(LoadGenConfig(url, **config), workload))  # type: ignore[arg-type]
+
+    asyncio.run(_with_server(handler, body_fn))
+    return results[0]
+
+
+def _error_answer(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:
+    head = b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (status, content_type, len(body))
+    return head + body
+
+
+def test_streaming_requests_carry_the_sdks_headers_and_vllms_body() -> None:
+    seen: list[bytes] = []
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1}}\n\ndata: [DONE]\n\n'
+    answer = SSE_HEAD + _chunked(b'data: {"choices":[{"index":0,"text":"hi"}]}\n\n', usage)
+    workload = _workload(num_prompts=3, max_concurrency=1)
+    result = _run_scripted(_answering(answer, seen, close=False), workload, model="m", api_key="sk-test")
+    assert [r.success for r in result.records] == [True] * 3
+    assert len(seen) == 3
+    for raw, request in zip(seen, build_requests(workload), strict=True):
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "POST /v1/completions HTTP/1.1"
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        assert headers["authorization"] == "Bearer sk-test"
+        assert headers["user-agent"].startswith("AsyncOpenAI/Python")
+        assert headers["x-stainless-lang"] == "python"
+        assert headers["content-type"] == "application/json"
+        assert headers["host"].startswith("127.0.0.1:")
+        assert int(headers["content-length"]) == len(body)
+        payload = json.loads(body)
+        assert payload["model"] == "m" and payload["stream"] is True
+        assert payload["prompt"] == list(request.prompt_token_ids)
+        assert payload["max_tokens"] == request.output_len
+        assert payload["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "dead"),
+    [
+        (
+            _error_answer(b"400 Bad Request", b'{"error":{"message":"prompt too long","type":"BadRequestError"}}'),
+            "HTTP 400: prompt too long",
+            False,
+        ),
+        (_error_answer(b"404 Not Found", b'{"message":"no such model"}'), "HTTP 404: no such model", False),
+        (_error_answer(b"502 Bad Gateway", b"upstream down\n", b"text/plain"), "HTTP 502: upstream down", True),
+        (_error_answer(b"503 Service Unavailable", b""), "HTTP 503: Service Unavailable", True),
+        (
+            SSE_HEAD + _chunked(b'data: {"error":{"message":"engine dead","code":500}}\n\n', b"data: [DONE]\n\n"),
+            "Stream error 500: engine dead",
+            True,
+        ),
+        (SSE_HEAD + b"5\r\nhel", "Connection error: ", True),  # the server closes mid-body
+    ],
+)
+def test_hot_path_errors_become_the_same_record_texts(answer: bytes, error: str, dead: bool) -> None:
+    workload = _workload(num_prompts=6, max_concurrency=1)
+    result = _run_scripted(_answering(answer), workload, model="m", dead_after_failures=3)
+    errors = [r.error for r in result.records]
+    assert errors and all(e.startswith(error) for e in errors), errors
+    if error.endswith(": "):  # the transport's own explanation follows
+        assert all(len(e) > len(error) for e in errors)
+    else:
+        assert set(errors) == {error}
+    assert result.stopped_early is dead
+    assert (result.stop_reason == STOP_SERVER_DEAD) is dead
+    assert len(errors) == (3 if dead else 6)
+
+
+def test_hot_path_timeouts_and_refused_connections() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(2)
+        writer.close()
+
+    result = _run_scripted(silent, _workload(num_prompts=2, max_concurrency=2), model="m", request_timeout_s=0.2)
+    assert [r.error for r in result.records] == ["Request timed out after 0.2 s"] * 2
+    assert not result.stopped_early
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_load_sync(LoadGenConfig(url, model="m", dead_after_failures=2), _workload(max_concurrency=1))
+    assert result.stop_reason == STOP_SERVER_DEAD
+    assert all(r.error.startswith("Connection error: cannot connect") for r in result.records)
+
+
+CONTENT_CASES: list[tuple[str, bytes, bool]] = [
+    ("completions", b'data: {"choices":[{"index":0,"text":"a"}]}', True),
+    ("completions", b'data: {"choices":[{"index":0,"text":""}]}', False),
+    ("completions", b'data: {"choices":[{"index":0,"text":"\\""}]}', True),  # an escaped quote
+    ("completions", b'data: {"choices":[{"index":0,"text":"\\"usage\\": no"}]}', True),
+    ("completions", b'data: {"choices":[{"index":0,"text":"usage"}]}', True),  # parsed: "usage" in a value
+    ("completions", b'data: {"choices": [{"index": 0, "text": "spaced"}]}', True),  # parsed: no fast key
+    ("completions", b'data: {"choices": [{"index": 0, "text": ""}]}', False),
+    ("completions", b'data:{"choices":[{"index":0,"text":"no space"}]}\r', True),  # CRLF, no space after data:
+    ("completions", b'data: {"choices":[]}', False),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}', False),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}', True),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"content":null,"tool_calls":[]}}]}', False),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"think"}}]}', False),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"t","content":"x"}}]}', True),
+    ("chat", b'data: {"choices":[{"index":0,"text":"completions key"}]}', False),
+]
+
+
+@pytest.mark.parametrize("endpoint", ["completions", "chat"])
+def test_sse_parsing_counts_content_chunks_like_json_loads_however_the_stream_is_split(endpoint: str) -> None:
+    cases = [(line, content) for kind, line, content in CONTENT_CASES if kind == endpoint]
+    events = [b": ping", b"event: message"] + [line for line, _ in cases]
+    # token counts come from usage, which may ride along a content chunk (continuous usage stats)
+    last = b'"choices":[{"index":0,"text":"z"}]' if endpoint == "completions" else b'"choices":[]'
+    events.append(b'data: {%s,"usage":{"prompt_tokens":5,"completion_tokens":42}}' % last)
+    events.append(b"data: [DONE]")
+    stream = b"\n\n".join(events) + b"\n\n"
+    expected = sum(content for _, content in cases) + (endpoint == "completions")
+    for piece in (len(stream), 1, 7, 64):
+        pieces = [stream[i : i + piece] for i in range(0, len(stream), piece)]
+        answer = SSE_HEAD + _chunked(*pieces)
+        workload = _workload(num_prompts=2, max_concurrency=1)
+        result = _run_scripted(_answering(answer), workload, model="m", endpoint=endpoint)
+        for record in result.records:
+            assert record.success, record.error
+            assert len(record.itl_s) == expected - 1, piece
+            assert (record.prompt_len, record.output_tokens) == (5, 42)

@@ -189,7 +189,7 @@ def run_trial(
             return result
         if capacity:
             met = result.capacity is not None and result.capacity > 0
-            result.violation = min(v for _, v in result.probes) if not met else -1.0
+            result.violation = (found.best_probe or found.lowest_probe).violation
         else:
             result.violation = normalized_violation(slos, result.metrics) if slos else None
             if slos and (result.metrics.get("failed") or measured.stop_reason == "should_stop"):

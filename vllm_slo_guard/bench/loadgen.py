@@ -16,14 +16,19 @@ A run can end early without losing data: a deadline, a caller's ``should_stop`` 
 server that looks dead (``dead_after_failures`` consecutive connection errors or 5xx answers) stop
 the sending and cancel what is in flight; every finished record is kept.
 
-The client must never be the bottleneck it measures. Requests go through ``openai.AsyncOpenAI``
-(base URL, auth, one timeout, no retries, the SDK's error types) with its low-level ``post``, which
-returns the raw streaming response: the SDK's typed streams build a pydantic object per chunk and
-walk every prompt token id to "transform" the body, which together cost more than the HTTP itself.
-The SSE lines are parsed here with ``json.loads``. For plain ``http://`` servers the SDK's HTTPX
+The client must never be the bottleneck it measures. ``openai.AsyncOpenAI`` is the configuration
+and control object: base URL, API key and headers, model discovery (``client.models.list()``) and
+its error types there. The SDK's own request path (option models, header merging, body
+"transformation" that walks every prompt token id, typed stream chunks) costs more client CPU than
+the HTTP itself, so the streaming requests of a run go out on the very ``httpx.AsyncClient`` the
+SDK was given (``http_client=``), with the SDK's headers (``auth_headers``, ``default_headers``);
+HTTP and transport errors are mapped to the same record texts. SSE lines are timed without a full
+JSON parse when a chunk plainly carries (or plainly lacks) content; the ``usage`` chunk, error
+events and anything unusual are parsed with ``json.loads``. For plain ``http://`` servers the HTTPX
 client runs on :class:`Http11Transport`, a small keep-alive HTTP/1.1 transport: httpcore's pool
-rescans every connection on every request and response (quadratic in the concurrency), which caps
-a 64-way run near 100 requests/s of client CPU.
+costs milliseconds of client CPU per request (it rescans every connection on every request and
+response, quadratic in the concurrency), which caps a 64-way run near 100 requests/s
+(``benchmarks/loadgen_overhead.py --with-httpx-pool``: about 9 ms per request, 0.4 ms on ours).
 """
 
 from __future__ import annotations
@@ -418,6 +423,14 @@ class _StreamError(Exception):
         self.code = code
 
 
+class _StatusError(Exception):
+    """A non-2xx answer on the hot path; the message is the server's (vLLM's error body), else its text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def _server_message(body: object) -> str | None:
     """The message of vLLM's error body ``{"error": {"message": ...}}`` (older: ``{"message": ...}``)."""
     if isinstance(body, Mapping):
@@ -428,29 +441,69 @@ def _server_message(body: object) -> str | None:
     return None
 
 
+def _status_error(response: httpx.Response) -> _StatusError:
+    """The error of a non-2xx ``response`` whose body has been read."""
+    text = response.content.decode("utf-8", "replace").strip()
+    try:
+        message = _server_message(json.loads(text))
+    except ValueError:
+        message = None
+    return _StatusError(response.status_code, message or text[:500] or response.reason_phrase or "no message")
+
+
 def _classify(exc: Exception, timeout_s: float) -> tuple[str, bool]:
-    """(error text, whether it suggests a dead server: a connection failure or a 5xx)."""
+    """(error text, whether it suggests a dead server: a connection failure or a 5xx).
+
+    Takes the hot path's HTTPX errors and the SDK's errors (model discovery) alike.
+    """
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return f"Request timed out after {timeout_s:g} s", False
+    if isinstance(exc, _StatusError):
+        return f"HTTP {exc.status}: {exc}", exc.status >= 500
+    if isinstance(exc, httpx.TransportError):
+        return f"Connection error: {str(exc) or type(exc).__name__}", True
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         return f"Connection error: {cause or exc.message}", True
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {_server_message(exc.body) or exc.message}", exc.status_code >= 500
-    if isinstance(exc, httpx.TransportError):
-        return f"Connection error: {exc}", True
     if isinstance(exc, _StreamError):
         return f"Stream error {exc.code}: {exc}", exc.code >= 500
     return f"{type(exc).__name__}: {exc}", False
 
 
-class _RequestSender:
-    """Streams one workload request through the SDK and times it; one instance per run."""
+def _sdk_headers(client: openai.AsyncOpenAI) -> dict[str, str]:
+    """The headers the SDK sends with every request: its auth headers, then its default headers.
 
-    def __init__(self, client: openai.AsyncOpenAI, model: str, config: LoadGenConfig) -> None:
-        self.client, self.model, self.config = client, model, config
+    Merged as the SDK merges them: case-insensitive, later wins, an ``Omit`` value removes the
+    header. The SDK's per-request bookkeeping headers (retry count, read timeout) are left out.
+    """
+    merged: dict[str, tuple[str, str]] = {}
+    for mapping in (client.auth_headers, client.default_headers):
+        for name, value in mapping.items():
+            if isinstance(value, str):
+                merged[name.lower()] = (name, value)
+            else:  # openai.Omit
+                merged.pop(name.lower(), None)
+    return dict(merged.values())
+
+
+class _RequestSender:
+    """Streams one workload request on the SDK's HTTPX client and times it; one instance per run."""
+
+    def __init__(
+        self, client: openai.AsyncOpenAI, http_client: httpx.AsyncClient, model: str, config: LoadGenConfig
+    ) -> None:
+        self.http, self.model, self.config = http_client, model, config
         self.chat = config.endpoint == "chat"
-        self.path = "/chat/completions" if self.chat else "/completions"
+        self.url = httpx.URL(str(client.base_url).rstrip("/") + ("/chat/completions" if self.chat else "/completions"))
+        # what ``build_request`` would merge on every request (Host, the client's headers, the SDK's), once
+        headers = httpx.Headers({"Host": self.url.netloc.decode("ascii")})
+        headers.update(http_client.headers)
+        headers.update(_sdk_headers(client))
+        self.headers = headers
+        self.extensions = {"timeout": http_client.timeout.as_dict()}
+        self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # as HTTPX's ``json=``
 
     def payload(self, request: WorkloadRequest) -> dict[str, Any]:
         """vLLM bench's body: token-id prompts for completions (exact lengths), text for chat."""
@@ -465,18 +518,26 @@ class _RequestSender:
         if self.chat:
             body["messages"] = [{"role": "user", "content": request.prompt_text}]
         else:
-            body["prompt"] = list(request.prompt_token_ids)
+            body["prompt"] = request.prompt_token_ids  # a tuple: a JSON array
         return body
 
     async def send(self, request: WorkloadRequest, t0: float) -> tuple[RequestRecord, bool, float]:
         """(record, server-fault flag, finish time); ``t0`` is the schedule start, for ``send_s``."""
-        payload = self.payload(request)
+        content = self.encode(self.payload(request)).encode()
         timer = _StreamTimer(self.chat, self.config.request_timeout_s)
         try:
-            response = await self.client.post(self.path, cast_to=httpx.Response, body=payload, stream=True)
-            # raw bytes unless a proxy compressed them (vLLM never does): one layer less per chunk
-            chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
+            # the request ``build_request`` would make, without merging the same headers again (~1/20 the CPU)
+            headers = httpx.Headers(self.headers)
+            headers["Content-Length"] = str(len(content))
+            stream = httpx.ByteStream(content)
+            request_ = httpx.Request("POST", self.url, headers=headers, stream=stream, extensions=self.extensions)
+            response = await self.http.send(request_, stream=True)
             try:
+                if not 200 <= response.status_code < 300:
+                    await response.aread()
+                    raise _status_error(response)
+                # raw bytes unless a proxy compressed them (vLLM never does): one layer less per chunk
+                chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
                 async for data in chunks:
                     timer.feed(data)
             finally:
@@ -493,12 +554,18 @@ class _StreamTimer:
     """Times the content chunks of one SSE stream, as vLLM's bench does: TTFT, ITL gaps, latency.
 
     ``feed`` runs once per network read and keeps its loop on locals: it is the client's hot path.
+    Every content chunk of one read gets that read's arrival time. A ``data:`` line is classified
+    without ``json.loads`` when it is safe: no ``"usage"`` or ``"error"`` anywhere in it, and the
+    content key (``"text":"`` or ``"content":"``) present, so the byte after it tells an empty
+    string from a non-empty one (inside a JSON string every quote is escaped, so these byte
+    patterns only occur as keys and string values). Everything else is parsed.
     """
 
-    __slots__ = ("chat", "count", "first", "itl", "last", "limit_s", "pending", "start", "usage")
+    __slots__ = ("chat", "count", "first", "itl", "key", "last", "limit_s", "pending", "start", "usage")
 
     def __init__(self, chat: bool, limit_s: float) -> None:
         self.chat, self.limit_s = chat, limit_s
+        self.key = b'"content":"' if chat else b'"text":"'
         self.itl: list[float] = []
         self.count = 0
         self.usage: Mapping[str, Any] = {}
@@ -509,36 +576,43 @@ class _StreamTimer:
         """Parse the complete ``data:`` lines in ``data``; keep a partial last line for later."""
         lines = (self.pending + data).split(b"\n") if self.pending else data.split(b"\n")
         self.pending = lines.pop()
-        now, chat, itl = time.perf_counter, self.chat, self.itl
+        key, skip = self.key, len(self.key)
+        ts = 0.0
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, ": ping" comments, event names
-            line = line[5:].strip()
-            if line == b"[DONE]":
-                continue
-            event = json.loads(line)
-            choices = event.get("choices")
-            if choices:
-                choice = choices[0]
-                if chat:
-                    delta = choice.get("delta")
-                    text = delta.get("content") if delta else None
-                else:
-                    text = choice.get("text")
-                if text:
-                    ts = now()
-                    if self.count:
-                        itl.append(ts - self.last)
-                    else:
-                        self.first = ts
-                    self.last = ts
-                    self.count += 1
-                    if ts - self.start > self.limit_s:
-                        raise httpx.ReadTimeout("the request deadline passed")
-            if event.get("usage"):
-                self.usage = event["usage"]
-            elif "error" in event:
-                raise _stream_error(event)
+            at = line.find(key)
+            if at >= 0 and b'"usage"' not in line and b'"error"' not in line:
+                if line.startswith(b'"', at + skip):
+                    continue  # an empty string: no content
+            else:
+                line = line[5:].strip()
+                if line == b"[DONE]" or not self._content(json.loads(line)):
+                    continue
+            ts = ts or time.perf_counter()
+            if self.count:
+                self.itl.append(ts - self.last)
+            else:
+                self.first = ts
+            self.last = ts
+            self.count += 1
+        if ts and ts - self.start > self.limit_s:
+            raise httpx.ReadTimeout("the request deadline passed")
+
+    def _content(self, event: Mapping[str, Any]) -> bool:
+        """Whether a parsed event carries content; records ``usage``, raises on an error event."""
+        if event.get("usage"):
+            self.usage = event["usage"]
+        elif "error" in event:
+            raise _stream_error(event)
+        choices = event.get("choices")
+        if not choices:
+            return False
+        choice = choices[0]
+        if self.chat:
+            delta = choice.get("delta")
+            return bool(delta and delta.get("content"))
+        return bool(choice.get("text"))
 
     def record(self, request: WorkloadRequest, t0: float, error: str | None = None) -> RequestRecord:
         """The request's record: token counts from ``usage``, else the request and the chunk count."""
@@ -740,7 +814,7 @@ async def run_load(
         if model is None:
             return LoadResult([], 0.0, True, STOP_NO_MODEL, num_planned=len(requests), detail=error)
         semaphore = asyncio.Semaphore(cap) if cap is not None else None
-        state = _RunState(config, _RequestSender(client, model, config), semaphore, should_stop)
+        state = _RunState(config, _RequestSender(client, http_client, model, config), semaphore, should_stop)
         if deadline_s is not None:
             timer = asyncio.get_running_loop().call_later(
                 max(deadline_s, 0.0), state.halt, STOP_DEADLINE, f"after {deadline_s:g} s"

@@ -104,7 +104,7 @@ class VirtualSimEvaluator:
 
         found = find_capacity(measure)
         probe = found.best_probe or found.lowest_probe
-        violation = -1.0 if found.capacity > 0 else probe.violation
+        violation = probe.violation  # of the best passing probe, or the lowest (closest) miss
         return Outcome(
             _status(violation), {}, objective=found.capacity, violation=violation, metrics=probe.metrics,
             startup_s=first.startup_s or 0.0, measurement_s=measured_s, kv_cache_tokens=first.kv_cache_tokens,

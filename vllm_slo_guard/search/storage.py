@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from ..errors import SloGuardError
 from ..outcome import Outcome
 from ..paths import cache_dir
 from ..space import Space
+from .optuna_bridge import quiet_optuna, replay_params, space_distributions
 
 STUDY_FORMAT = 1
 FAILED_VALUE = {"minimize": 1e6, "maximize": 0.0}  # a crash's stand-in objective (seconds / req/s)
@@ -70,45 +71,6 @@ def default_storage_url() -> str:
     return f"sqlite:///{folder / 'studies.db'}"
 
 
-def knob_distributions(space: Space) -> dict[str, BaseDistribution]:
-    """Each knob's Optuna distribution (constant for the life of a study, as Optuna requires)."""
-    out: dict[str, BaseDistribution] = {}
-    for knob in space.knobs:
-        if knob.kind in ("bool", "categorical"):
-            out[knob.name] = CategoricalDistribution(knob.values)
-        elif knob.kind == "int":
-            assert knob.low is not None and knob.high is not None
-            out[knob.name] = IntDistribution(math.ceil(knob.low), int(knob.high), log=knob.log)
-        else:
-            assert knob.low is not None and knob.high is not None
-            out[knob.name] = FloatDistribution(float(knob.low), float(knob.high), log=knob.log)
-    return out
-
-
-def trial_params(
-    config: Mapping[str, Any], distributions: Mapping[str, BaseDistribution]
-) -> tuple[dict[str, Any], dict[str, BaseDistribution]]:
-    """Params and distributions of the knobs present in ``config``, clipped into range."""
-    params: dict[str, Any] = {}
-    dists: dict[str, BaseDistribution] = {}
-    for name, value in config.items():
-        dist = distributions.get(name)
-        if dist is None:
-            continue
-        if isinstance(dist, CategoricalDistribution):
-            if value not in dist.choices:
-                continue  # a repair moved it outside the choices: the outcome keeps the real value
-            params[name] = value
-        elif isinstance(dist, IntDistribution):
-            params[name] = min(max(int(value), dist.low), dist.high)
-        elif isinstance(dist, FloatDistribution):
-            params[name] = min(max(float(value), dist.low), dist.high)
-        else:  # pragma: no cover - knob_distributions makes only the three kinds
-            continue
-        dists[name] = dist
-    return params, dists
-
-
 @dataclass
 class StudyStore:
     """A study opened for reading and appending trial records."""
@@ -128,7 +90,7 @@ class StudyStore:
     def add(self, record: TrialRecord) -> None:
         """Store one record; it is on disk when this returns."""
         outcome = record.outcome
-        params, dists = trial_params(outcome.config, self.distributions)
+        params, dists = replay_params(outcome.config, self.distributions)
         direction = "minimize" if self.study.direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
         value = outcome.objective
         if value is None or not math.isfinite(value):
@@ -199,9 +161,10 @@ def open_study(
     """
     storage = _storage(url)
     study = _existing(storage, name)
-    dists = knob_distributions(space)
+    dists = space_distributions(space)
     if study is None:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction)  # type: ignore[arg-type]
+        with quiet_optuna():  # no "A new study created" log line in a library call
+            study = optuna.create_study(storage=storage, study_name=name, direction=direction)  # type: ignore[arg-type]
         for key, value in {"format": STUDY_FORMAT, **meta}.items():
             study.set_user_attr(key, value)
         return StudyStore(study, url, dists), False
