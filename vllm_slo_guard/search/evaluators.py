@@ -37,6 +37,19 @@ class Evaluator(Protocol):
     def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome: ...
 
 
+def confirmation_workload(workload: WorkloadSpec, factor: int) -> WorkloadSpec:
+    """The same load, measured longer: ``factor`` times the requests at the same rate or concurrency.
+
+    A burst (all requests at once, no concurrency limit) cannot be lengthened without changing the
+    load itself (twice the requests is twice the concurrency), so it is re-measured at the same size
+    with another seed.
+    """
+    burst = math.isinf(workload.request_rate) and workload.max_concurrency is None
+    if burst:
+        return workload
+    return dataclasses.replace(workload, num_prompts=workload.num_prompts * factor)
+
+
 def _status(violation: float) -> str:
     return "ok" if violation <= 0 else "slo_violation"
 
@@ -68,7 +81,7 @@ class VirtualSimEvaluator:
     def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
         workload = dataclasses.replace(self.workload, seed=seed)
         if confirm:
-            workload = dataclasses.replace(workload, num_prompts=workload.num_prompts * self.confirm_factor)
+            workload = confirmation_workload(workload, self.confirm_factor)
         if self.objective.kind == "capacity":
             return self._capacity(argv, workload, seed)
         result = self._run(argv, workload, seed)
@@ -134,7 +147,7 @@ class ServerEvaluator:
     def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
         workload = dataclasses.replace(self.workload, seed=seed)
         if confirm:
-            workload = dataclasses.replace(workload, num_prompts=workload.num_prompts * self.confirm_factor)
+            workload = confirmation_workload(workload, self.confirm_factor)
         capacity = self.objective.kind == "capacity"
         result = run_trial(
             self.engine, self.model, list(argv), workload, slos=self.objective.slos, timeouts=self.timeouts,
