@@ -29,7 +29,7 @@ from vllm_slo_guard.search.registry import SEARCHERS, make_searcher
 from vllm_slo_guard.search.slo_guard import SloGuardSearcher, handoff_bounds
 from vllm_slo_guard.search.tba import TbaSearcher
 from vllm_slo_guard.sim.catalog import resolve_gpu
-from vllm_slo_guard.space import Config, Space, build_space, config_key
+from vllm_slo_guard.space import Config, Space, build_space, config_key, vllm_defaults
 
 GPU = resolve_gpu("A100-40GB")
 SPACE, _ = build_space(GPU)
@@ -118,7 +118,10 @@ def best_objective(played: list[Played]) -> float:
 
 def assert_in_space(space: Space, config: Config) -> None:
     for knob in space.knobs:
-        assert (knob.name in config) == knob.active(config), (knob.name, config)
+        if knob.name in config:
+            assert knob.active(config), (knob.name, config)
+        else:  # an active knob may be left to vLLM only where vLLM derives its default
+            assert not knob.active(config) or knob.default is None, (knob.name, config)
         if knob.name not in config:
             continue
         value = config[knob.name]
@@ -228,10 +231,18 @@ def test_grid_is_powers_of_two_at_defaults_thinned_to_the_budget() -> None:
         assert point["max_num_batched_tokens"] in (512, 1024, 2048, 4096, 8192)
         assert point["gpu_memory_utilization"] == 0.92 and point["optimization_level"] == 2
         assert point["block_size"] == 16 and point["enable_chunked_prefill"] and point["enable_prefix_caching"]
-        assert point["max_cudagraph_capture_size"] == 91  # no vLLM default: the log-scale midpoint
+        assert "max_cudagraph_capture_size" not in point  # left to vLLM, which derives it from max_num_seqs
     seqs = {p["max_num_seqs"] for p in grid.points}
     assert len(seqs) == 6  # thinned evenly, not the first 12 cells
     assert len(GridSearcher(context(0, 100)).points) == 30
+
+
+def test_slo_guard_starts_from_vllms_defaults() -> None:
+    searcher = make_searcher("slo-guard", context(3, 15))
+    config, phase = searcher.ask(0)
+    assert phase == "explore"
+    assert config == vllm_defaults(context(3, 15).space)
+    assert config["max_num_seqs"] == 256 and config["gpu_memory_utilization"] == 0.92
 
 
 def test_replay_clips_repaired_values_into_range() -> None:

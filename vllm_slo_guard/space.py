@@ -138,6 +138,21 @@ class Space:
         return args
 
 
+def vllm_defaults(space: Space) -> Config:
+    """vLLM's own choice for every knob (a knob whose default is vLLM-derived is left out: not passed)."""
+    config: Config = {}
+    for knob in space.knobs:
+        if not knob.active(config) or knob.default is None:
+            continue
+        value = knob.default
+        if knob.kind in ("int", "float"):
+            value = knob.clip(value)
+        elif value not in knob.values:
+            continue
+        config[knob.name] = value
+    return config
+
+
 def config_key(config: Mapping[str, Any]) -> str:
     """Canonical text of a config: equal configs, equal keys (dedup, caches, storage)."""
     return json.dumps({k: config[k] for k in sorted(config)}, sort_keys=True)

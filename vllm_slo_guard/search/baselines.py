@@ -6,11 +6,10 @@ Each keeps the same determinism rule as SLO-Guard (``base``): random draws come 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ..outcome import Outcome
-from ..space import Config, Knob, Space
+from ..space import Config, Space, vllm_defaults
 from .base import SearchContext, rng_for
 from .optuna_bridge import ask_config, replay_study, tpe_sampler
 
@@ -40,23 +39,13 @@ def powers_of_two(low: float, high: float, floor: float) -> list[int]:
     return kept if len(kept) >= 2 else all_powers
 
 
-def default_value(knob: Knob) -> Any:
-    """vLLM's default for a knob, or its first choice / midpoint (on its scale) when there is none."""
-    if knob.kind in ("bool", "categorical"):
-        return knob.default if knob.default in knob.values else knob.values[0]
-    assert knob.low is not None and knob.high is not None
-    if knob.default is not None:
-        return knob.clip(knob.default)
-    mid = math.sqrt(knob.low * knob.high) if knob.log else (knob.low + knob.high) / 2
-    return knob.clip(mid)
-
-
 def default_config(space: Space, overrides: dict[str, Any]) -> Config:
-    """Every active knob at its default, except ``overrides``; conditionals resolved in order."""
+    """vLLM's defaults (``space.vllm_defaults``) except ``overrides``; conditionals resolved in order."""
+    base = {**vllm_defaults(space), **overrides}
     config: Config = {}
     for knob in space.knobs:
-        if knob.active(config):
-            config[knob.name] = overrides[knob.name] if knob.name in overrides else default_value(knob)
+        if knob.active(config) and knob.name in base:
+            config[knob.name] = base[knob.name]
     return config
 
 
@@ -88,7 +77,7 @@ class GridSearcher:
             if name in space.names:
                 knob = space.knob(name)
                 assert knob.low is not None and knob.high is not None
-                axes[name] = powers_of_two(knob.low, knob.high, floor) or [default_value(knob)]
+                axes[name] = powers_of_two(knob.low, knob.high, floor) or [knob.default]
         seqs = axes.get("max_num_seqs", [None])
         tokens = axes.get("max_num_batched_tokens", [None])
         cells = [(s, t) for s in seqs for t in tokens]

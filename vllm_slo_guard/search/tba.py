@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..outcome import Outcome, rank_key
-from ..space import Config, Knob, Space, config_key
+from ..space import Config, Knob, Space, config_key, vllm_defaults
 from .base import SearchContext, repaired_key, rng_for
 
 T_INIT = 1.0
@@ -117,6 +117,9 @@ class TbaSearcher:
         window: trials over which the structural move probability decays 0.5 → 0.25 (default: the
             budget; SLO-Guard passes its maximum exploration length).
         phase: the phase label of its proposals.
+        start_from_defaults: trial 0 is vLLM's own default config — the operator's status quo, often
+            already feasible, so the walk starts from a known point and the result is never
+            worse than not tuning.
     """
 
     name = "tba"
@@ -128,8 +131,10 @@ class TbaSearcher:
         n_initial_random: int | None = None,
         window: int | None = None,
         phase: str = "explore",
+        start_from_defaults: bool = True,
     ) -> None:
         self.context = context
+        self.start_from_defaults = start_from_defaults
         self.n_initial_random = (
             default_initial_random(context.budget) if n_initial_random is None else max(1, n_initial_random)
         )
@@ -152,6 +157,8 @@ class TbaSearcher:
 
     def ask(self, trial_number: int) -> tuple[Config, str]:
         rng = rng_for(self.context.seed, trial_number, "tba")
+        if trial_number == 0 and self.start_from_defaults:
+            return vllm_defaults(self.space), self.phase
         if trial_number < self.n_initial_random or self.current is None:
             return self.random_unseen(rng), self.phase
         return self.neighbour_unseen(self.current.config, trial_number, rng), self.phase
