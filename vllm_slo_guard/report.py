@@ -32,6 +32,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from .bench.workload import WorkloadSpec
+from .engine.engines import flag_value
 from .errors import InputError
 from .export import result_document, result_from_study, serve_command, write_atomic
 from .outcome import Outcome
@@ -46,7 +47,7 @@ from .progress import (
 )
 from .search.objective import Objective
 from .search.storage import StudyError, TrialRecord, default_storage_url
-from .search.tuner import Candidate, TuneResult, flag_value
+from .search.tuner import Candidate, TuneResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

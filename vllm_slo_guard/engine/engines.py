@@ -35,6 +35,17 @@ def has_flag(args: Sequence[str], flag: str) -> bool:
     return any(a in spellings or a.split("=", 1)[0] in spellings for a in args)
 
 
+def flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of ``--flag VALUE`` or ``--flag=VALUE`` among ``vllm serve`` flags (dashes and underscores alike)."""
+    for i, arg in enumerate(args):
+        name, eq, value = arg.partition("=")
+        if name.replace("_", "-") == flag:
+            if eq:
+                return value
+            return args[i + 1] if i + 1 < len(args) else None
+    return None
+
+
 def _check_forwarded(args: Sequence[str]) -> None:
     for flag in _FORBIDDEN:
         if has_flag(args, flag):

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..engine.engines import flag_value
 from ..errors import SloGuardError
 from ..guard import Device
 from ..modelinfo import load_model_arch
@@ -87,17 +88,6 @@ def fixed_argv(fixed: Mapping[str, Any]) -> list[str]:
     for name, value in fixed.items():
         args += Knob(name, "bool" if isinstance(value, bool) else "categorical").argv(value)
     return args
-
-
-def flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The value of ``--flag VALUE`` or ``--flag=VALUE`` among ``vllm serve`` flags."""
-    for i, arg in enumerate(args):
-        name, eq, value = arg.partition("=")
-        if name.replace("_", "-") == flag:
-            if eq:
-                return value
-            return args[i + 1] if i + 1 < len(args) else None
-    return None
 
 
 def _pinned_values(pinned_args: Sequence[str], fixed: Mapping[str, Any]) -> tuple[dict[str, Any], int | None]:
