@@ -334,7 +334,7 @@ def tune(
 
     from .export import to_toml, write_atomic
     from .progress import make_progress
-    from .search.tuner import tune as run_tune
+    from .serve import tune_checked as run_tune  # search.tuner.tune, stopped at once when vLLM refuses pinned flags
     from .spec import TuneSpec
     from .units import parse_duration
 
@@ -392,6 +392,120 @@ def export(study: str, storage: str | None, fmt: str, output_file: str | None) -
             click.echo(text, nl=False)
     except SloGuardError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command("report")
+@click.argument("study")
+@storage_option
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default=None,
+    help="Folder for index.html, best_so_far.png and space.png (default: ./vllm-tune-report-STUDY; "
+    "with --json: no files unless given).",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (spec, winner, trials, counts) instead.")
+def report(study: str, storage: str | None, out_dir: str | None, as_json: bool) -> None:
+    """Report the stored tuning study STUDY: every trial, two figures and a self-contained index.html.
+
+    No re-run, no GPU needed. The figures need matplotlib (pip install "vllm-slo-guard[report]");
+    without it the table and index.html are still written.
+    """
+    from .report import MATPLOTLIB_HINT, default_out_dir, json_text, load_result, print_table, write_report
+
+    try:
+        result = load_result(storage, study)
+        if as_json:
+            click.echo(json_text(result))
+        else:
+            print_table(result, sys.stdout)
+        files = write_report(result, out_dir or default_out_dir(result.study_name)) if out_dir or not as_json else None
+    except SloGuardError as exc:
+        raise click.ClickException(str(exc)) from None
+    if files is not None:
+        if files.figures_skipped:
+            click.echo(f"note: matplotlib is not installed, so no figures; {MATPLOTLIB_HINT}", err=True)
+        written = ", ".join(p.name for p in [*files.figures, files.index])
+        click.echo(f"report written to {files.folder}/: {written}", err=as_json)
+
+
+def _tune_option_params() -> list[click.Parameter]:
+    """Every option of `tune`, the same objects: serve's spelling, defaults and help can never drift from it."""
+    return [param for param in tune.params if isinstance(param, click.Option)]
+
+
+@main.command(context_settings=_PASS_THROUGH, params=_tune_option_params())
+@click.argument("model", required=False)
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False),
+    help="Serve this saved result (`vllm-tune tune -o FILE`, or a cache file) without tuning; MODEL may be omitted.",
+)  # fmt: skip
+@click.option("--retune", is_flag=True, help="Tune again, in a fresh study, even when a cached result exists.")
+@click.option("--no-tune", is_flag=True, help="Never tune: serve the cached (or --config) result, or fail.")
+@click.argument("engine_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    model: str | None,
+    config_file: str | None,
+    retune: bool,
+    no_tune: bool,
+    engine_args: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Tune MODEL's vLLM engine arguments for the SLOs (or reuse a cached result), then serve the winner.
+
+    Every flag that is not listed here is a `vllm serve` flag: pinned while tuning, and forwarded to
+    the final server. --host, --port, --api-key and --served-model-name go to the final server only
+    (trials run on 127.0.0.1 and a free port) and do not change the cached result's fingerprint.
+    A result with a winner is cached under $XDG_CACHE_HOME/vllm-tune/results/, so the same command
+    serves at once the next time (--retune tunes again; --no-tune never tunes). If the winner does not
+    become healthy, the runner-ups are started, then vLLM's defaults with your flags (each failure is
+    a WARNING line with its crash category and root cause). The healthy server runs in the foreground;
+    SIGTERM and SIGINT are forwarded to it, and its exit status is ours. Other exits: 1 for an error
+    (one line), 2 for usage errors, 130 when interrupted before the server was up.
+    """
+    from .serve import ServeRequest
+    from .serve import serve as run_serve
+    from .spec import TuneSpec
+    from .units import parse_duration
+
+    tokens = [*([model] if model is not None else []), *engine_args]  # click takes a leading flag as MODEL
+    model, pinned = (tokens[0], tokens[1:]) if tokens and not tokens[0].startswith("-") else (None, tokens)
+    o = options
+    if retune and (no_tune or config_file):
+        raise click.UsageError("--retune tunes; it cannot be combined with --no-tune or --config")
+    if not model and not config_file:
+        raise click.UsageError("give MODEL (or --config FILE with a saved result)")
+    _terminate_on_sigterm()
+    try:
+        slos = slos_from_options(o["slo_texts"], o["slo_p95"])
+        if not slos and not config_file:
+            raise click.UsageError("at least one SLO is required, e.g. --slo-p95 200ms or --slo ttft:p95=200ms")
+        if o["engine"] == "sim" and not o["gpu"]:
+            raise click.UsageError("--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU")
+        objective = o["objective"]
+        if objective is None:
+            rate_given = ctx.get_parameter_source("request_rate") != click.core.ParameterSource.DEFAULT
+            objective = "latency" if rate_given or o["max_concurrency"] is not None else "capacity"
+        spec = TuneSpec(
+            model=model or "", slos=tuple(slos), workload=workload_from_options(o, o["seed"]), objective=objective,
+            budget=o["budget"], time_budget_s=parse_duration(o["time_budget"]) if o["time_budget"] else None,
+            engine=o["engine"], gpu=o["gpu"], gpu_count=o["gpu_count"], sim_mode=o["sim_mode"], vllm_cmd=o["vllm_cmd"],
+            device=o["device"], pinned_args=tuple(pinned), tune=o["tune_ranges"], fix=o["fixed"], seed=o["seed"],
+            searcher=o["searcher"], confirm_top_k=o["confirm_top_k"], endpoint=o["endpoint"],
+            study_name=o["study_name"], storage=o["storage"],
+            timeouts=timeouts_from_options(o["startup_timeout"], o["request_timeout"], o["trial_timeout"]),
+        )  # fmt: skip
+        request = ServeRequest(
+            spec, config_path=config_file, retune=retune, no_tune=no_tune, quiet=o["quiet"],
+            output_file=o["output_file"],
+        )  # fmt: skip
+        status = run_serve(request)
+    except SloGuardError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: no server was left running; finished trials are stored", err=True)
+        sys.exit(130)
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover
