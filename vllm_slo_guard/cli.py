@@ -136,17 +136,6 @@ def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool)
         click.echo(f"category: {report.category}\nroot cause: {report.root_cause}\nsuggestion: {report.suggestion}")
 
 
-def _flag_value(args: tuple[str, ...], flag: str) -> str | None:
-    """The value of ``--flag VALUE`` or ``--flag=VALUE`` among pass-through ``vllm serve`` flags."""
-    for i, arg in enumerate(args):
-        name, eq, value = arg.partition("=")
-        if name.replace("_", "-") == flag:
-            if eq:
-                return value
-            return args[i + 1] if i + 1 < len(args) else None
-    return None
-
-
 def _terminate_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C, so every ``finally`` stops its trial server."""
 
@@ -194,7 +183,7 @@ def bench(
     the SLOs held; see `status`), 1 when it crashed (the crash category and vLLM's root cause are
     printed), 2 for usage errors.
     """
-    from .engine.engines import Engine, SimEngine, VllmEngine
+    from .engine.engines import Engine, SimEngine, VllmEngine, flag_value
     from .hardware import probe_gpus
     from .paths import log_dir as default_log_dir
     from .trial import run_trial
@@ -218,8 +207,8 @@ def bench(
         result = run_trial(
             runner, model, list(engine_args), spec, slos=slos, timeouts=timeouts,
             log_dir=log_dir or default_log_dir(), endpoint=endpoint,  # type: ignore[arg-type]
-            served_model_name=_flag_value(engine_args, "--served-model-name"),
-            api_key=_flag_value(engine_args, "--api-key") or "EMPTY",
+            served_model_name=flag_value(engine_args, "--served-model-name"),
+            api_key=flag_value(engine_args, "--api-key") or "EMPTY",
             name="bench",
         )  # fmt: skip
     except SloGuardError as exc:
