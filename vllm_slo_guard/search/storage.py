@@ -131,7 +131,12 @@ class StudyStore:
         return out
 
 
+MEMORY_URL = "memory:"  # an in-process study that is gone with the process (multi-seed studies, tests)
+
+
 def _storage(url: str) -> optuna.storages.BaseStorage:
+    if url == MEMORY_URL:
+        return optuna.storages.InMemoryStorage()
     try:
         return optuna.storages.get_storage(url)
     except Exception as exc:  # SQLAlchemy and driver errors: translated at the boundary

@@ -1,0 +1,1 @@
+"""Multi-seed comparison of searchers: scenarios, oracle, statistics, figures."""
