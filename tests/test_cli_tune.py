@@ -84,7 +84,8 @@ def test_tune_on_the_simulator_end_to_end(tmp_path: Path) -> None:
 def test_crashes_and_guarded_trials_show_their_categories(tmp_path: Path) -> None:
     proc = vllm_tune(
         "tune", "meta-llama/Llama-3.1-8B-Instruct", "--engine", "sim", "--gpu", "L4-24GB", "--max-model-len", "8192",
-        "--slo-p95", "500ms", "--request-rate", "4", "--budget", "20", "--seed", "1", cache=tmp_path / "cache",
+        "--slo-p95", "500ms", "--request-rate", "4", "--budget", "20", "--seed", "1", "--searcher", "random",
+        cache=tmp_path / "cache",
     )  # fmt: skip
     assert proc.returncode in (0, 1), proc.stderr
     assert "Traceback" not in proc.stderr

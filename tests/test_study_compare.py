@@ -79,6 +79,11 @@ def test_suite_has_the_required_scenarios() -> None:
     )  # fmt: skip
 
 
+def test_the_example_scenario_loads() -> None:
+    s = load_scenario(ROOT / "examples" / "my-scenario.toml")
+    assert (s.gpu, s.tune, s.fix) == ("L40S-48GB", ("max_num_seqs=8:256",), ("enable_prefix_caching=true",))
+
+
 def test_scenario_fields_become_the_tuning_spec(tmp_path: Path) -> None:
     s = load_scenario(write(tmp_path, SMALL))
     assert [str(slo) for slo in s.slos] == ["e2el:mean=1000ms"]

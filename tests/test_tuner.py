@@ -117,6 +117,7 @@ class Counting:
     inner: Evaluator
     guards: int = 0
     evaluations: list[tuple[list[str], bool]] = field(default_factory=list)
+    seeds: list[tuple[int, bool]] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -128,12 +129,26 @@ class Counting:
 
     def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
         self.evaluations.append((list(argv), confirm))
+        self.seeds.append((seed, confirm))
         return self.inner.evaluate(argv, seed, confirm=confirm)
 
 
 def counting(spec: TuneSpec) -> Counting:
     problem = build_problem(spec, spec.trial_device())
     return Counting(make_evaluator(spec, problem, "test"))
+
+
+def test_search_trials_share_one_workload_and_confirmations_use_fresh_ones(tmp_path: Path) -> None:
+    spec = replace(make_spec(tmp_path, budget=6), confirm_top_k=2)
+    evaluator = counting(spec)
+    tune(spec, evaluator=evaluator)
+    search = {seed for seed, confirm in evaluator.seeds if not confirm}
+    confirms = [seed for seed, confirm in evaluator.seeds if confirm]
+    assert len([s for s, c in evaluator.seeds if not c]) >= 5 and len(search) == 1  # common random numbers
+    assert confirms and search.isdisjoint(confirms) and len(set(confirms)) == len(confirms)
+    other = counting(replace(spec, seed=1, study_name="other"))
+    tune(replace(spec, seed=1, study_name="other"), evaluator=other)
+    assert {s for s, c in other.seeds if not c} != search  # another study seed, another workload sample
 
 
 def test_a_repeated_config_is_evaluated_once_and_not_counted(tmp_path: Path) -> None:

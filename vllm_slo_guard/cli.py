@@ -138,10 +138,18 @@ def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool)
 
 
 def _terminate_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C, so every ``finally`` stops its trial server."""
+    """Make SIGTERM unwind like Ctrl-C, so every ``finally`` stops its trial server.
+
+    It is delivered as a SIGINT when SIGINT has a handler: inside ``asyncio.run`` (the load generator)
+    that handler cancels the main task cleanly, where a KeyboardInterrupt raised in whatever task was
+    running left "Task exception was never retrieved" tracebacks behind. Where SIGINT is ignored (a
+    background job of a non-interactive shell), KeyboardInterrupt is raised directly.
+    """
 
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
     signal.signal(signal.SIGTERM, handler)
 

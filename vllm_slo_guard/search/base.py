@@ -37,6 +37,15 @@ class SearchContext:
     # evaluated config compare repaired keys when it is given; without it they can only compare the
     # unrepaired proposal, and two proposals that repair alike slip through (the tuner then reuses).
     canonical: Callable[[Config], Config] | None = field(default=None, compare=False)
+    # The memory guard without its safety margin: True when the config is predicted not to start. The
+    # tuner only skips failures the guard is sure of (they persist with 5% more memory); a searcher
+    # may also steer away from the borderline ones, which are the launched crashes.
+    startup_risk: Callable[[Config], bool] | None = field(default=None, compare=False)
+
+
+def predicted_to_fail(context: SearchContext, config: Config) -> bool:
+    """Whether the context's guard predicts ``config`` not to start (False when it has no guard)."""
+    return context.startup_risk is not None and context.startup_risk(config)
 
 
 def repaired_key(context: SearchContext, config: Config) -> str:

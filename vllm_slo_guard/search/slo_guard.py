@@ -1,5 +1,10 @@
 """SLO-Guard: Thermal Budget Annealing to explore, then warm-started constrained TPE to exploit.
 
+Exploration starts at vLLM's defaults (trial 0) and walks from there at once, without the random
+starts of the plain TBA: in the study's scenarios most random configs missed the SLO by far (80% on
+the H100 chat scenario), while one-knob moves from the defaults kept meeting it and found the large
+gains (median regret on that scenario 5.0% with two random starts, 1.9% without).
+
 Handoff rule (checked at every ask on the number ``n`` of outcomes told so far; with budget ``B``):
 
 - never before ``min_explore = max(3, B // 5)``: TPE without startup trials needs a few diverse points
@@ -15,8 +20,13 @@ Counts are of distinct evaluated configs: an outcome the tuner reused for a repe
 (``reused_from``) is no new evidence, so it neither advances the handoff nor is replayed twice. The
 counts only grow, so once handed off a run stays handed off (also after a resume).
 
-After the handoff every ask replays *all* history (crashes and guarded points at ``CRASH_VIOLATION``,
-SLO misses at their normalized violation, the repaired params) into a multivariate TPE with
+After the handoff the exploit phase alternates two proposals. Every other trial (even numbers) moves
+one knob of the best point so far (the annealing's rotation and step rules, an unseen config): with
+15 trials a 9-knob TPE model is still coarse, and in the study's scenarios the last few percent came
+from single-knob refinements of the incumbent that TPE sampled too rarely (chat on H100: median
+regret 22% with TPE alone, 3% alternating). The other trials ask TPE, which replays *all* history
+(crashes and guarded points at ``CRASH_VIOLATION``, SLO misses at their normalized violation, the
+repaired params) into a multivariate TPE with
 ``n_startup_trials=0``, seeded per trial by ``rng_for``. Repair happens in the tuner: a proposal is
 compared with the keys of the configs told by its repaired key when ``SearchContext.canonical`` is
 given, else by its unrepaired key; a repeat is re-asked with another seed up to ``max_reasks`` times,
@@ -27,11 +37,13 @@ from __future__ import annotations
 
 from ..outcome import Outcome
 from ..space import Config
-from .base import SearchContext, repaired_key, rng_for
+from .base import SearchContext, predicted_to_fail, repaired_key, rng_for
 from .optuna_bridge import ask_config, replay_study, tpe_sampler
 from .tba import TbaSearcher
 
 MAX_REASKS = 10
+INITIAL_RANDOM = 1  # trial 0 (vLLM's defaults) is the only start: the walk begins at once from it
+LOCAL_EVERY = 2  # exploit trials with an even number move one knob of the best point; the others ask TPE
 
 
 def handoff_bounds(budget: int) -> tuple[int, int, int]:
@@ -55,7 +67,7 @@ class SloGuardSearcher:
         self.context = context
         self.min_explore, self.max_explore, self.min_feasible = handoff_bounds(context.budget)
         self.max_reasks = max_reasks
-        self.tba = TbaSearcher(context, window=self.max_explore, phase="explore")
+        self.tba = TbaSearcher(context, phase="explore", n_initial_random=INITIAL_RANDOM)
         self.history: list[tuple[int, Outcome]] = []
 
     @property
@@ -73,6 +85,9 @@ class SloGuardSearcher:
         if not self.handed_off:
             config, _ = self.tba.ask(trial_number)
             return config, "explore"
+        if trial_number % LOCAL_EVERY == 0 and self.tba.best is not None:
+            rng = rng_for(self.context.seed, trial_number, "local")
+            return self.tba.neighbour_unseen(self.tba.best.config, trial_number, rng), "exploit"
         return self._exploit(trial_number), "exploit"
 
     def tell(self, trial_number: int, outcome: Outcome) -> None:
@@ -91,7 +106,9 @@ class SloGuardSearcher:
             else:
                 study.sampler = sampler  # same replayed trials; the abandoned asks stay RUNNING and are ignored
             config = ask_config(study, self.context.space)
-            if repaired_key(self.context, config) not in self.tba.seen:
+            if repaired_key(self.context, config) in self.tba.seen:
+                continue
+            if not predicted_to_fail(self.context, config) or attempt == self.max_reasks:
                 return config
         rng = rng_for(seed, trial_number, "fallback")
         if self.tba.best is None:

@@ -15,6 +15,12 @@ Fixes to the reference (slo-guard-reference.md §1, §9):
   elite restarts and plain collisions re-ran configs in the reference): proposals are compared with
   the told configs by their repaired key when the context carries the tuner's repair
   (``SearchContext.canonical``), else unrepaired (and the tuner reuses the outcome of a repeat);
+- one knob moves per step and the knobs take turns in a seeded order (knob rotation): near vLLM's
+  defaults single-knob changes (fp8 KV cache, a smaller token budget, chunked prefill off) decide
+  most scenarios of the study, and a random pick left some knobs unvisited for a whole run;
+- a quarter of the numeric moves jump 1–3 octaves (a third of the range or more on linear knobs): the
+  best values often sit at a range end (e.g. the smallest token budget for a TPOT SLO), beyond the
+  reach of a temperature-scaled Gaussian step;
 - a reheat never cools (the reference's ``min(2.5·T, 0.8)`` lowered T when T > 0.8);
 - the crash blacklist is soft (see :class:`CrashMemory`);
 - all randomness comes from ``rng_for(seed, n, purpose)``, and the state is a function of the told
@@ -30,7 +36,7 @@ from typing import Any
 
 from ..outcome import Outcome, rank_key
 from ..space import Config, Knob, Space, config_key, vllm_defaults
-from .base import SearchContext, repaired_key, rng_for
+from .base import SearchContext, predicted_to_fail, repaired_key, rng_for
 
 T_INIT = 1.0
 T_MIN = 0.001
@@ -39,18 +45,26 @@ COOL = 0.92  # × T on an improvement over the current point
 REHEAT = 2.5  # × T after PATIENCE non-improvements ...
 REHEAT_CAP = 0.8  # ... but at most this × T_INIT (and never below the current T)
 PATIENCE = 4
-P_STRUCTURAL_START = 0.5  # probability of a categorical/bool move, decaying linearly ...
-P_STRUCTURAL_END = 0.25  # ... to this over the exploration window
 VIOLATION_SCALE = 1.0  # the normalized violation is already "1 = a 2× miss"
 NEIGHBOUR_RETRIES = 20
 RANDOM_RETRIES = 50
 NUMERIC_RISK_DRAWS = 3  # a numeric step into a crash-prone half is redrawn up to this many times
+BOLD_SHARE = 0.25  # share of numeric moves that jump 1–3 octaves instead of a temperature-scaled step
 MIN_MOVE_WEIGHT = 0.02  # a structural value is never excluded outright
 
 
 def default_initial_random(budget: int) -> int:
     """Three random starts, fewer (at least one) when the budget is tiny."""
     return max(1, min(3, budget // 4))
+
+
+def _bold_step(knob: Knob, value: Any, rng: random.Random) -> Any:
+    """A scale-free jump: 1 to 3 octaves on a log knob (a third to all of the range on a linear one)."""
+    assert knob.low is not None and knob.high is not None
+    direction = rng.choice((-1.0, 1.0))
+    if knob.log:
+        return knob.clip(max(value, knob.low) * 2.0 ** (direction * rng.randint(1, 3)))
+    return knob.clip(value + direction * rng.uniform(1 / 3, 1.0) * (knob.high - knob.low))
 
 
 def _numeric(knob: Knob) -> bool:
@@ -114,8 +128,6 @@ class TbaSearcher:
     Args:
         context: the space, seed and budget.
         n_initial_random: random starts before annealing (default: 3, fewer for tiny budgets).
-        window: trials over which the structural move probability decays 0.5 → 0.25 (default: the
-            budget; SLO-Guard passes its maximum exploration length).
         phase: the phase label of its proposals.
         start_from_defaults: trial 0 is vLLM's own default config — the operator's status quo, often
             already feasible, so the walk starts from a known point and the result is never
@@ -129,7 +141,6 @@ class TbaSearcher:
         context: SearchContext,
         *,
         n_initial_random: int | None = None,
-        window: int | None = None,
         phase: str = "explore",
         start_from_defaults: bool = True,
     ) -> None:
@@ -138,7 +149,6 @@ class TbaSearcher:
         self.n_initial_random = (
             default_initial_random(context.budget) if n_initial_random is None else max(1, n_initial_random)
         )
-        self.window = max(1, window if window is not None else context.budget)
         self.phase = phase
         self.temperature = T_INIT
         self.no_improve = 0
@@ -163,20 +173,22 @@ class TbaSearcher:
             return self.random_unseen(rng), self.phase
         return self.neighbour_unseen(self.current.config, trial_number, rng), self.phase
 
-    def p_structural(self, trial_number: int) -> float:
-        progress = min(trial_number / self.window, 1.0)
-        return P_STRUCTURAL_START + (P_STRUCTURAL_END - P_STRUCTURAL_START) * progress
-
     def neighbour_unseen(self, config: Config, trial_number: int, rng: random.Random) -> Config:
-        """A neighbour of ``config`` not evaluated yet: up to 20 tries, then a random unseen config."""
-        for _ in range(NEIGHBOUR_RETRIES):
-            candidate = self.neighbour(config, trial_number, rng)
-            if repaired_key(self.context, candidate) not in self.seen:
+        """A neighbour of ``config`` not evaluated yet, preferring one the guard predicts to start: up to
+        20 tries, then the first unseen but risky one, then a random unseen config."""
+        fallback: Config | None = None
+        for attempt in range(NEIGHBOUR_RETRIES):
+            candidate = self.neighbour(config, trial_number, rng, offset=attempt)
+            if repaired_key(self.context, candidate) in self.seen:
+                continue
+            if not predicted_to_fail(self.context, candidate):
                 return candidate
-        return self.random_unseen(rng)
+            fallback = fallback or candidate
+        return fallback if fallback is not None else self.random_unseen(rng)
 
     def random_unseen(self, rng: random.Random) -> Config:
-        """A random config not evaluated yet, preferring ones outside crash-prone regions."""
+        """A random config not evaluated yet, preferring ones the guard predicts to start and ones outside
+        crash-prone regions."""
         fallback: Config | None = None
         for _ in range(RANDOM_RETRIES):
             candidate = self.space.sample(rng)
@@ -184,23 +196,38 @@ class TbaSearcher:
                 continue
             if fallback is None:
                 fallback = candidate
+            if predicted_to_fail(self.context, candidate):
+                continue
             if rng.random() >= self.crashes.config_risk(self.space, candidate):
                 return candidate
         return fallback if fallback is not None else self.space.sample(rng)
 
-    def neighbour(self, config: Config, trial_number: int, rng: random.Random) -> Config:
-        """One move: a structural change (categorical/bool) or a step of one number on its scale."""
+    def neighbour(self, config: Config, trial_number: int, rng: random.Random, offset: int = 0) -> Config:
+        """One move of one knob, the knobs taking turns (``_rotation_knob``): another choice for a
+        categorical/bool, a step on its own scale for a number."""
         knobs = [self.space.knob(name) for name in config if name in self.space.names]
         structural = [k for k in knobs if not _numeric(k) and len(k.values) > 1]
         numeric = [k for k in knobs if _numeric(k)]
         new = dict(config)
-        if structural and (not numeric or rng.random() < self.p_structural(trial_number)):
-            knob, value = self._structural_move(config, structural, rng)
-            new[knob.name] = value
-        elif numeric:
-            knob = rng.choice(numeric)
-            new[knob.name] = self._numeric_move(knob, config[knob.name], rng)
+        movable = structural + numeric
+        for turn in range(len(movable)):
+            knob = self._rotation_knob(movable, trial_number + offset + turn)
+            if _numeric(knob):
+                value = self._numeric_move(knob, config[knob.name], rng)
+            else:
+                value = self._structural_move(config, [knob], rng)[1]
+            # a move into a crash-prone value passes its turn to the next knob with that probability
+            if turn == len(movable) - 1 or rng.random() >= self.crashes.risk(knob, value):
+                new[knob.name] = value
+                break
         return inside(self.space, self.space.resolve(new, rng))
+
+    def _rotation_knob(self, knobs: list[Knob], step: int) -> Knob:
+        """Knob rotation: every knob moves once per cycle, in a seeded order per cycle."""
+        names = sorted(k.name for k in knobs)
+        cycle, position = divmod(step, len(names))
+        rng_for(self.context.seed, cycle, "rotation").shuffle(names)
+        return next(k for k in knobs if k.name == names[position])
 
     def _structural_move(self, config: Config, knobs: list[Knob], rng: random.Random) -> tuple[Knob, Any]:
         # Each knob is equally likely a priori; within and across knobs, risky values weigh less.
@@ -214,6 +241,8 @@ class TbaSearcher:
         return rng.choices(pairs, weights=weights)[0]
 
     def _numeric_move(self, knob: Knob, value: Any, rng: random.Random) -> Any:
+        if rng.random() < BOLD_SHARE:
+            return _bold_step(knob, value, rng)
         candidate = knob.neighbour(value, self.temperature, rng)
         for _ in range(NUMERIC_RISK_DRAWS - 1):
             if rng.random() >= self.crashes.risk(knob, candidate):
