@@ -51,7 +51,7 @@ def main() -> None:
         )  # fmt: skip
         summary = summarize_runs(runs, SEARCHERS, args.budget)
         report["scenarios"][name] = {"oracle": oracle.to_dict(), "oracle_s": oracle_s, "searchers": summary}
-        print(f"\n{name}: optimum {oracle.value * 1000:.1f} ms over {oracle.grid_points} grid points "  # type: ignore[operator]
+        print(f"\n{name}: optimum {oracle.value * 1000:.1f} ms over {oracle.grid_points} grid points "
               f"({oracle.feasible_points} feasible), oracle {oracle_s:.0f} s")  # fmt: skip
         header = ("searcher", "mean regret", "median", "no winner", "crashes", "guarded", "wall s")
         print("  {:10} {:>12} {:>8} {:>9} {:>8} {:>8} {:>7}".format(*header))

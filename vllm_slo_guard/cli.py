@@ -7,7 +7,6 @@ Every error a user can cause ends in one line and a non-zero exit: ``SloGuardErr
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from typing import Any
@@ -483,7 +482,7 @@ def compare(
     from .export import write_atomic
     from .paths import cache_dir
     from .study.compare import compare as run_compare
-    from .study.compare import report_json
+    from .study.compare import report_json, worker_count
     from .study.oracle import find_optimum
     from .study.scenario import load_scenario
     from .study.tables import KEY_METRICS, optimum_line, searcher_table, tests_table
@@ -496,7 +495,7 @@ def compare(
         if not quiet:
             click.echo(f"{scenario.name}: computing the optimum (cached after the first time) ...", err=True)
         cache = Path(oracle_cache) if oracle_cache else cache_dir() / "oracle"
-        oracle = find_optimum(scenario, cache_dir=cache, jobs=jobs or (os.cpu_count() or 1))
+        oracle = find_optimum(scenario, cache_dir=cache, jobs=worker_count(jobs))
 
         def progress(run: dict[str, Any], done: int, total: int) -> None:
             if not quiet and sys.stderr.isatty():

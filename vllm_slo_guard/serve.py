@@ -52,7 +52,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING
 
 from .cache import ServeCandidate, TunedResult, from_document, lookup, read_result, result_path, store
-from .engine.crash import CrashReport, classify
+from .engine.crash import CrashReport, startup_crash
 from .engine.engines import Engine, SimEngine, VllmEngine, resolve_vllm_command
 from .engine.launcher import ServerProcess, ServerState, group_members
 from .errors import InputError, SloGuardError
@@ -373,15 +373,6 @@ def _first_line(text: str, limit: int = 300) -> str:
     return (lines[0] if lines else "no output")[:limit]
 
 
-def _startup_crash(server: TeeServer, exit_code: int | None, timed_out: bool, deadline_s: float) -> CrashReport:
-    report = classify(server.log_text(), exit_code=exit_code, phase="startup", timed_out=timed_out, ready=False)
-    if report is not None:
-        return report
-    if timed_out:
-        return CrashReport.startup_timeout(deadline_s)
-    return CrashReport.engine_died(f"the server exited with status {exit_code} before it became ready", exit_code)
-
-
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
@@ -454,7 +445,8 @@ def start_candidate(
         return server, None, log_path
     forwarder.attach(None)
     server.stop(timeouts.shutdown_s)
-    return None, _startup_crash(server, ready.exit_code, ready.timed_out, timeouts.startup_s), log_path
+    crash = startup_crash(server.log_text(), ready.exit_code, timed_out=ready.timed_out, deadline_s=timeouts.startup_s)
+    return None, crash, log_path
 
 
 def plan_candidates(result: TunedResult, extra: Sequence[str] = ()) -> list[ServeCandidate]:

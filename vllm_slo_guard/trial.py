@@ -21,7 +21,7 @@ from .bench.loadgen import STOP_NO_MODEL, STOP_SERVER_DEAD, LoadGenConfig, LoadR
 from .bench.metrics import RequestRecord
 from .bench.promscrape import ServerStats, sample_peak_kv, scrape
 from .bench.workload import WorkloadSpec
-from .engine.crash import CrashReport, classify
+from .engine.crash import CrashReport, classify, startup_crash
 from .engine.engines import Engine
 from .engine.launcher import ServerProcess, free_port
 from .search.objective import find_capacity
@@ -133,7 +133,9 @@ def run_trial(
         if not ready.ready:
             server.stop(timeouts.shutdown_s)
             result.exit_code = ready.exit_code
-            result.crash = _startup_crash(server, ready.exit_code, ready.timed_out, timeouts.startup_s)
+            result.crash = startup_crash(
+                server.log_text(), ready.exit_code, timed_out=ready.timed_out, deadline_s=timeouts.startup_s
+            )
             return result
         load = LoadGenConfig(
             base_url=server.base_url, model=served_model_name, endpoint=endpoint, api_key=api_key,
@@ -230,12 +232,3 @@ def _wait_exit(server: ServerProcess, timeout_s: float) -> int | None:
             return code
         time.sleep(0.1)
     return None
-
-
-def _startup_crash(server: ServerProcess, exit_code: int | None, timed_out: bool, deadline_s: float) -> CrashReport:
-    report = classify(server.log_text(), exit_code=exit_code, phase="startup", timed_out=timed_out, ready=False)
-    if report is not None:
-        return report
-    if timed_out:
-        return CrashReport.startup_timeout(deadline_s)
-    return CrashReport.engine_died(f"the server exited with status {exit_code} before it became ready", exit_code)

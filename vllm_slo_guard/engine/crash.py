@@ -1082,3 +1082,13 @@ def _timeout_suggestion(last_line: str, phase: Phase, was_ready: bool) -> str:
     if any(word in lowered for word in ("load model", "loading", "download", "safetensors")):
         return "loading the weights took too long: download the model beforehand or raise the startup timeout"
     return "raise the startup timeout, or look at the last line to see where the server hung"
+
+
+def startup_crash(log_text: str, exit_code: int | None, *, timed_out: bool, deadline_s: float) -> CrashReport:
+    """Why a server never became ready: the log's own cause, else the deadline, else its exit status."""
+    report = classify(log_text, exit_code=exit_code, phase="startup", timed_out=timed_out, ready=False)
+    if report is not None:
+        return report
+    if timed_out:
+        return CrashReport.startup_timeout(deadline_s)
+    return CrashReport.engine_died(f"the server exited with status {exit_code} before it became ready", exit_code)

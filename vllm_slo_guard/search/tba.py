@@ -212,10 +212,8 @@ class TbaSearcher:
         movable = structural + numeric
         for turn in range(len(movable)):
             knob = self._rotation_knob(movable, trial_number + offset + turn)
-            if _numeric(knob):
-                value = self._numeric_move(knob, config[knob.name], rng)
-            else:
-                value = self._structural_move(config, [knob], rng)[1]
+            move = self._numeric_move if _numeric(knob) else self._structural_move
+            value = move(knob, config[knob.name], rng)
             # a move into a crash-prone value passes its turn to the next knob with that probability
             if turn == len(movable) - 1 or rng.random() >= self.crashes.risk(knob, value):
                 new[knob.name] = value
@@ -229,16 +227,11 @@ class TbaSearcher:
         rng_for(self.context.seed, cycle, "rotation").shuffle(names)
         return next(k for k in knobs if k.name == names[position])
 
-    def _structural_move(self, config: Config, knobs: list[Knob], rng: random.Random) -> tuple[Knob, Any]:
-        # Each knob is equally likely a priori; within and across knobs, risky values weigh less.
-        pairs, weights = [], []
-        for knob in knobs:
-            others = [v for v in knob.values if v != config[knob.name]]
-            for value in others:
-                safety = (1.0 - self.crashes.risk(knob, value)) ** 2
-                pairs.append((knob, value))
-                weights.append(max(MIN_MOVE_WEIGHT, safety) / len(others))
-        return rng.choices(pairs, weights=weights)[0]
+    def _structural_move(self, knob: Knob, value: Any, rng: random.Random) -> Any:
+        """Another choice of ``knob``; crash-prone choices weigh less."""
+        others = [v for v in knob.values if v != value]
+        weights = [max(MIN_MOVE_WEIGHT, (1.0 - self.crashes.risk(knob, v)) ** 2) / len(others) for v in others]
+        return rng.choices(others, weights=weights)[0]
 
     def _numeric_move(self, knob: Knob, value: Any, rng: random.Random) -> Any:
         if rng.random() < BOLD_SHARE:

@@ -73,7 +73,7 @@ class Problem:
     repair_ctx: RepairContext
     objective: Objective
     device: Device
-    model: str = ""
+    model: str
 
     def argv(self, config: Mapping[str, Any]) -> list[str]:
         """Pinned flags, the tuned knobs, then the ``--fix`` values."""

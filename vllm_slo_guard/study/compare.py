@@ -70,11 +70,8 @@ def run_one(job: RunJob) -> dict[str, Any]:
     counted = sorted((r for r in result.trials if r.counted and not r.is_confirm), key=lambda r: r.number)
     trials = [_trial(r, job.optimum, minimize) for r in counted]
     best = measure(scenario, result.winner.argv) if result.winner is not None else None
-    hits = [i for i, t in enumerate(trials) if t["within_10pct"]]
-    after_hit = trials[hits[0] + 1 :] if hits else []
-    exploit = [t for t in trials if t["phase"] == "exploit"]
-    feasible = [i for i, t in enumerate(trials) if t["status"] == "ok"]
-    after_feasible = trials[feasible[0] + 1 :] if feasible else []
+    hits = [i for i, t in enumerate(trials) if _close(t)]
+    feasible = [i for i, t in enumerate(trials) if _ok(t)]
     best_so_far: list[float | None] = []
     for t in trials:
         previous = best_so_far[-1] if best_so_far else None
@@ -90,13 +87,11 @@ def run_one(job: RunJob) -> dict[str, Any]:
         "winner_argv": result.winner.argv if result.winner is not None else None,
         "first_within_10pct": hits[0] + 1 if hits else None,
         "trials_within_10pct": len(hits),
-        "post_hit_consistency": _share(after_hit),
-        "post_handoff_consistency": _share(exploit),
+        "post_hit_consistency": _share(trials[hits[0] + 1 :] if hits else [], _close),
+        "post_handoff_consistency": _share([t for t in trials if t["phase"] == "exploit"], _close),
         "feasible_trials": len(feasible),  # the paper's "fast" trials: under every SLO
         "first_feasible": feasible[0] + 1 if feasible else None,
-        "post_feasible_consistency": (
-            sum(t["status"] == "ok" for t in after_feasible) / len(after_feasible) if after_feasible else None
-        ),
+        "post_feasible_consistency": _share(trials[feasible[0] + 1 :] if feasible else [], _ok),
         "handoff_trial": next((i + 1 for i, t in enumerate(trials) if t["phase"] == "exploit"), None),
         "launched_crashes": sum(1 for r in result.trials if r.outcome.status == "crash" and r.counted),
         "guarded": result.counts.guarded,
@@ -120,11 +115,21 @@ def _trial(record: TrialRecord, optimum: float, minimize: bool) -> dict[str, Any
     }
 
 
-def _share(trials: Sequence[dict[str, Any]]) -> float | None:
-    return sum(t["within_10pct"] for t in trials) / len(trials) if trials else None
+def _close(trial: dict[str, Any]) -> bool:
+    return bool(trial["within_10pct"])
 
 
-def _jobs(jobs: int | None) -> int:
+def _ok(trial: dict[str, Any]) -> bool:
+    return bool(trial["status"] == "ok")
+
+
+def _share(trials: Sequence[dict[str, Any]], hit: Callable[[dict[str, Any]], bool]) -> float | None:
+    """The share of ``trials`` that ``hit`` (None for no trials)."""
+    return sum(hit(t) for t in trials) / len(trials) if trials else None
+
+
+def worker_count(jobs: int | None) -> int:
+    """``jobs``, or one worker per CPU."""
     return max(1, jobs if jobs else (os.cpu_count() or 1))
 
 
@@ -149,7 +154,7 @@ def run_study(
         raise InputError(f"unknown searcher {unknown[0]!r}; known: {', '.join(SEARCHERS)}")
     work = [RunJob(scenario, s, seed, budget, oracle.value, confirm_top_k) for seed in range(seeds) for s in searchers]
     runs: list[dict[str, Any]] = []
-    workers = _jobs(jobs)
+    workers = worker_count(jobs)
     if workers == 1:
         for job in work:
             runs.append(run_one(job))
@@ -255,7 +260,7 @@ def compare(
             "candidate": candidate,
             "confirm_top_k": confirm_top_k,
             "oracle_seed": ORACLE_SEED,
-            "jobs": _jobs(jobs),
+            "jobs": worker_count(jobs),
             "python": sys.version.split()[0],
         },
         "searchers": summarize_runs(runs, searchers, budget),

@@ -214,9 +214,7 @@ def find_optimum(scenario: Scenario, *, cache_dir: Path | None = None, jobs: int
         config, value = _refine(scenario, problem, start, values, jobs)
         if _better(value, best_value, minimize):
             best_config, best_value = config, value
-    gain = 0.0
-    if best_value is not None and grid_best:
-        gain = (grid_best - best_value) / grid_best if minimize else (best_value - grid_best) / grid_best
+    gain = abs(regret(best_value, grid_best, minimize=minimize, no_winner=0.0))  # refinement only improves
     result = OracleResult(
         value=best_value, config=best_config, argv=problem.argv(best_config) if order else [],
         unit="s" if minimize else "req/s", grid_points=grid_points, feasible_points=feasible,
@@ -240,16 +238,11 @@ def _refine(
     for _ in range(REFINE_PASSES):
         moved = False
         for knob in problem.space.knobs:
-            candidates = []
-            for level in refine_levels(knob):
-                config = _canonical(problem, {**best, knob.name: level})
-                if config_key(config) not in values:
-                    candidates.append(config)
-                    values[config_key(config)] = None  # placeholder: measured just below
-            for config, value in zip(candidates, _evaluate_all(scenario, candidates, jobs), strict=True):
+            tried = [_canonical(problem, {**best, knob.name: level}) for level in refine_levels(knob)]
+            fresh = list({config_key(c): c for c in tried if config_key(c) not in values}.values())
+            for config, value in zip(fresh, _evaluate_all(scenario, fresh, jobs), strict=True):
                 values[config_key(config)] = value
-            for level in refine_levels(knob):
-                config = _canonical(problem, {**best, knob.name: level})
+            for config in tried:
                 if _better(values[config_key(config)], best_value, minimize):
                     best, best_value, moved = config, values[config_key(config)], True
         if not moved:

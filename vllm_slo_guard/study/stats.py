@@ -126,10 +126,13 @@ def paired_wilcoxon(metric: str, a: Sequence[float], b: Sequence[float], names: 
     )
 
 
-def mann_whitney(metric: str, a: Sequence[float], b: Sequence[float], names: tuple[str, str]) -> TestResult:
+def mann_whitney(
+    metric: str, a: Sequence[float], b: Sequence[float], names: tuple[str, str], *, alternative: str = "two-sided"
+) -> TestResult:
     """Mann-Whitney U test, unpaired: only to compare with the SLO-Guard paper's numbers.
 
-    Non-finite values are dropped per arm; an empty arm gives p = nan (undefined).
+    Non-finite values are dropped per arm; an empty arm gives p = nan (undefined). ``alternative``
+    is scipy's; the paper used "greater" for its fast count and post-hit consistency.
     """
     candidate, baseline = names
     xa, xb = _finite(a), _finite(b)
@@ -141,7 +144,7 @@ def mann_whitney(metric: str, a: Sequence[float], b: Sequence[float], names: tup
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = sps.mannwhitneyu(xa, xb, alternative="two-sided")
+            res = sps.mannwhitneyu(xa, xb, alternative=alternative)
         statistic, p = float(res.statistic), float(res.pvalue)
         # scipy's U is a's: the number of (a_i, b_j) with a_i > b_j (ties count ½), so
         # 2U/(n1·n2) − 1 = P(a > b) − P(a < b) is already −1 when a is always lower: no negation.

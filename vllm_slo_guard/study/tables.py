@@ -6,11 +6,10 @@ Everything printed comes from the report dicts, so ``docs/study.md`` is generate
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scipy import stats as sps
+from .stats import mann_whitney, summarize
 
 KEY_METRICS = ("regret", "launched_crashes", "trials_within_10pct")
 
@@ -127,7 +126,7 @@ def paper_table(report: Mapping[str, Any], candidate: str = "slo-guard", baselin
     """The SLO-Guard paper's table (its §8 definitions) on this report: fast = feasible, i.e. under the SLO.
 
     The paper's tests are kept for comparability: unpaired Mann-Whitney, one-sided ("greater") for the
-    fast count and post-hit consistency, two-sided for the best latency; the paired Wilcoxon is added.
+    fast count and post-hit consistency, two-sided for the best latency.
     """
     runs = report["runs"]
 
@@ -144,30 +143,14 @@ def paper_table(report: Mapping[str, Any], candidate: str = "slo-guard", baselin
     ):
         a, b = per_seed(candidate, key), per_seed(baseline, key)
         scale = 1000.0 if key == "best" and unit == "s" else 1.0
-        cell = [f"{_num(_mean(x) * scale, 2)} ± {_num(_std(x) * scale, 2)}" if x else "–" for x in (b, a)]
-        p_mw = _mannwhitney(a, b, alternative) if alternative else None
+        cell = []
+        for values in (b, a):
+            figures = summarize(values)
+            cell.append(f"{_num(figures['mean'] * scale, 2)} ± {_num(figures['std'] * scale, 2)}" if values else "–")
+        p_mw = mann_whitney(key, a, b, (candidate, baseline), alternative=alternative).p if alternative else None
         rows.append([label + (" (ms)" if scale == 1000.0 else ""), *cell, fmt_p(p_mw)])
     header = ("metric", baseline, candidate, "p (Mann-Whitney, as the paper)")
     return _table(header, rows)
-
-
-def _mean(x: Sequence[float]) -> float:
-    return sum(x) / len(x)
-
-
-def _std(x: Sequence[float]) -> float:
-    if len(x) < 2:
-        return 0.0
-    m = _mean(x)
-    return math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1))
-
-
-def _mannwhitney(a: Sequence[float], b: Sequence[float], alternative: str) -> float | None:
-    if not a or not b or (len(set(a)) == 1 and set(a) == set(b)):
-        return 1.0 if a and b else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(sps.mannwhitneyu(a, b, alternative=alternative).pvalue)
 
 
 def scenario_section(report: Mapping[str, Any]) -> str:
