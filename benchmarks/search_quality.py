@@ -2,8 +2,9 @@
 
 A quick version of the multi-seed study (`vllm-tune compare`, `benchmarks/run_study.sh`) with the same
 parts: the scenario files of `benchmarks/scenarios/`, the oracle (exhaustive simulation of a discretized
-space, cached), and one run per searcher and seed. Here the runs skip the confirmation re-measurements
-(this measures the search alone); each run's best config is re-measured on the oracle's seed and
+space, cached), and one run per searcher and seed. As in the study, every search trial replays the
+oracle's workload sample and the runs skip confirmation (this measures the search alone); each run's
+best config is re-measured on the oracle's seed and
 
     regret = (winner − optimum) / optimum     (no winner counts as regret 1.0)
 

@@ -27,9 +27,10 @@ from vllm_slo_guard.search.baselines import GridSearcher
 from vllm_slo_guard.search.optuna_bridge import replay_params, replay_study, space_distributions, tpe_sampler
 from vllm_slo_guard.search.registry import SEARCHERS, make_searcher
 from vllm_slo_guard.search.slo_guard import SloGuardSearcher, handoff_bounds
-from vllm_slo_guard.search.tba import TbaSearcher
+from vllm_slo_guard.search.tba import TbaSearcher, budget_hint
 from vllm_slo_guard.sim.catalog import resolve_gpu
 from vllm_slo_guard.space import Config, Space, build_space, config_key, vllm_defaults
+from vllm_slo_guard.spec import parse_slo
 
 GPU = resolve_gpu("A100-40GB")
 SPACE, _ = build_space(GPU)
@@ -279,6 +280,67 @@ def test_tba_anneals_on_the_normalized_violation() -> None:
     assert tba.current.objective == 0.07  # after the first feasible point, infeasible ones only cool/reheat
 
 
+def test_tba_repeats_an_improving_numeric_move_until_it_stops_helping() -> None:
+    """Compass search in the walk: repeat what helped, reflect what hurt, stop when a repeat does not help."""
+    tba = TbaSearcher(context(0, 20), n_initial_random=1)
+    base = canonical({**vllm_defaults(SPACE), "max_num_batched_tokens": 4096})
+    tba.tell(0, Outcome("slo_violation", base, objective=0.2, violation=1.0))
+    smaller = {**base, "max_num_batched_tokens": 2048}
+    tba.tell(1, Outcome("slo_violation", smaller, objective=0.15, violation=0.5))  # one knob, less violation
+    repeat = tba.neighbour_unseen(smaller, 2, random.Random(0))
+    assert repeat == {**smaller, "max_num_batched_tokens": 1024}  # the same factor again, nothing else
+    other = tba.neighbour_unseen(base, 2, random.Random(0))
+    assert other != {**base, "max_num_batched_tokens": 2048}  # only the improved point is the anchor
+    tba.tell(2, Outcome("slo_violation", repeat, objective=0.15, violation=0.7))  # the repeat did not help
+    assert tba.pattern is None
+    resumed = TbaSearcher(context(0, 20), n_initial_random=1)
+    resumed.tell(0, tba.points[0])
+    resumed.tell(1, tba.points[1])
+    assert resumed.pattern is not None and resumed.pattern.step == pytest.approx(0.5)  # rebuilt from outcomes alone
+    at_end = {**smaller, "max_num_batched_tokens": int(SPACE.knob("max_num_batched_tokens").low)}
+    resumed.tell(2, Outcome("slo_violation", at_end, objective=0.1, violation=0.2))
+    assert resumed.pattern is not None and resumed.pattern.apply(SPACE, at_end) is None  # at the range end: no repeat
+    larger = {**smaller, "max_num_seqs": 2 * smaller["max_num_seqs"]}
+    tba.tell(3, Outcome("slo_violation", larger, objective=0.15, violation=0.9))  # worse than its parent
+    reflected = tba.neighbour_unseen(smaller, 4, random.Random(0))
+    assert reflected == {**smaller, "max_num_seqs": smaller["max_num_seqs"] // 2}  # the other way, once
+
+
+def test_a_repeat_that_helps_doubles_the_step_and_an_overshoot_is_halved_once() -> None:
+    tba = TbaSearcher(context(0, 20), n_initial_random=1)
+    base = canonical({**vllm_defaults(SPACE), "max_num_batched_tokens": 8192})
+    budgets = {}
+    for n, (tokens, violation) in enumerate([(8192, 1.0), (4096, 0.5), (2048, 0.3)]):
+        budgets[tokens] = {**base, "max_num_batched_tokens": tokens}
+        tba.tell(n, Outcome("slo_violation", budgets[tokens], objective=0.2, violation=violation))
+    overshoot = tba.neighbour_unseen(budgets[2048], 3, random.Random(0))
+    assert overshoot == {**base, "max_num_batched_tokens": 512}  # 4096 → 2048 helped again: a 4× step
+    tba.tell(3, Outcome("slo_violation", overshoot, objective=0.2, violation=0.6))
+    halved = tba.neighbour_unseen(budgets[2048], 4, random.Random(0))
+    assert halved == {**base, "max_num_batched_tokens": 1024}
+    tba.tell(4, Outcome("slo_violation", halved, objective=0.2, violation=0.4))
+    assert tba.pattern is None  # a plain repeat that did not help ends the pattern
+
+
+def test_the_first_probe_from_an_slo_miss_moves_the_token_budget_the_missed_metrics_way() -> None:
+    slos = (parse_slo("ttft:p95=500ms"), parse_slo("tpot:p99=30ms"))
+    base = canonical({**vllm_defaults(SPACE), "max_num_batched_tokens": 4096})
+    slow_decode = {"p95_ttft_ms": 200.0, "p99_tpot_ms": 45.0}  # TPOT missed by 50%, TTFT met
+    tba = TbaSearcher(dataclasses.replace(context(0, 20), slos=slos), n_initial_random=1)
+    tba.tell(0, Outcome("slo_violation", base, objective=0.2, violation=0.5, metrics=slow_decode))
+    assert tba.neighbour_unseen(base, 1, random.Random(0)) == {**base, "max_num_batched_tokens": 2048}
+    slow_start = {"p95_ttft_ms": 900.0, "p99_tpot_ms": 20.0}  # TTFT missed: a larger budget
+    tba = TbaSearcher(dataclasses.replace(context(0, 20), slos=slos), n_initial_random=1)
+    tba.tell(0, Outcome("slo_violation", base, objective=0.9, violation=0.8, metrics=slow_start))
+    assert tba.neighbour_unseen(base, 1, random.Random(0)) == {**base, "max_num_batched_tokens": 8192}
+    met = {"p95_ttft_ms": 200.0, "p99_tpot_ms": 20.0}
+    feasible = Outcome("ok", base, 0.2, -0.3, metrics=met)
+    # a met point: a TPOT objective wants a smaller budget; a TTFT objective has no safe direction
+    assert budget_hint(dataclasses.replace(context(0, 20), slos=slos[::-1]), feasible) == 0.5
+    assert budget_hint(dataclasses.replace(context(0, 20), slos=slos), feasible) is None
+    assert budget_hint(context(0, 20), Outcome("slo_violation", base, 0.2, 0.5, metrics=slow_decode)) is None  # no SLOs
+
+
 def test_tba_reheats_after_patience_and_never_cools_by_reheating() -> None:
     tba = TbaSearcher(context(0, 20), n_initial_random=1)
     tba.tell(0, Outcome("ok", {"max_num_seqs": 8}, objective=0.05, violation=-0.5))
@@ -298,13 +360,13 @@ def test_crash_memory_steers_structural_moves_away() -> None:
         crashed = {**start, "block_size": 32, "max_num_seqs": 100 + n}
         tba.tell(n, Outcome("crash", crashed, category="oom", violation=math.inf))
     assert tba.crashes.risk(SPACE.knob("block_size"), 32) == pytest.approx(0.75)
-    moves = [tba.neighbour(start, n, random.Random(n)) for n in range(400)]  # every knob takes turns
-    to_32 = sum(m["block_size"] == 32 for m in moves)
     fresh = TbaSearcher(context(0, 40), n_initial_random=1)
-    fresh_moves = [fresh.neighbour(start, n, random.Random(n)) for n in range(400)]
-    fresh_to_32 = sum(m["block_size"] == 32 for m in fresh_moves)
-    assert fresh_to_32 > 20  # block_size gets its turn about once per rotation
-    assert to_32 < 0.5 * fresh_to_32
+    for searcher in (tba, fresh):  # block_size's turn comes next
+        searcher.visited = {k.name for k in SPACE.knobs if k.name != "block_size"}
+    to_32 = sum(tba.neighbour(start, n, random.Random(n))["block_size"] == 32 for n in range(400))
+    fresh_to_32 = sum(fresh.neighbour(start, n, random.Random(n))["block_size"] == 32 for n in range(400))
+    assert fresh_to_32 == 400  # no crash seen: the turn is taken
+    assert to_32 < 0.5 * fresh_to_32  # a move into the crash-prone value passes its turn with that risk
 
 
 def test_proposals_steer_away_from_configs_the_guard_predicts_to_fail() -> None:
@@ -312,6 +374,8 @@ def test_proposals_steer_away_from_configs_the_guard_predicts_to_fail() -> None:
     tba = TbaSearcher(risky, n_initial_random=1)
     plain = TbaSearcher(context(0, 40), n_initial_random=1)
     start = {**dict(SPACE.sample(random.Random(3))), "block_size": 16}
+    for searcher in (tba, plain):  # block_size's turn comes next
+        searcher.visited = {k.name for k in SPACE.knobs if k.name != "block_size"}
     draws = [tba.random_unseen(random.Random(i)) for i in range(200)]
     moves = [tba.neighbour_unseen(start, n, random.Random(n)) for n in range(200)]
     plain_moves = [plain.neighbour_unseen(start, n, random.Random(n)) for n in range(200)]
@@ -322,13 +386,23 @@ def test_proposals_steer_away_from_configs_the_guard_predicts_to_fail() -> None:
 def test_knob_rotation_moves_every_knob_once_per_cycle() -> None:
     tba = TbaSearcher(context(0, 40), n_initial_random=1)
     start = dict(SPACE.sample(random.Random(2)))
-    knobs = [k for k in SPACE.knobs if k.name in start and (k.kind in ("int", "float") or len(k.values) > 1)]
+    tba.tell(0, Outcome("ok", start, objective=1.0, violation=-0.5))
+    knobs = [k for k in SPACE.knobs if k.active(start) and (k.kind in ("int", "float") or len(k.values) > 1)]
+    n = 1
     for cycle in range(3):
-        moved = []
-        for n in range(cycle * len(knobs), (cycle + 1) * len(knobs)):
+        moved: list[str] = []
+        while tba.cycle == cycle and n < 100:
             move = tba.neighbour(start, n, random.Random(n))
-            moved += [name for name in start if move.get(name) != start[name] and name in {k.name for k in knobs}]
-        assert sorted(set(moved)) == sorted(k.name for k in knobs)
+            moved += [k.name for k in knobs if k.name in move and move[k.name] != start.get(k.name)]
+            tba.tell(n, Outcome("slo_violation", move, objective=2.0, violation=5.0))  # the walk stays at start
+            n += 1
+        # each knob once per cycle (turning CUDA graphs off drops the capture size, which keeps its turn)
+        assert sorted(moved) == sorted(k.name for k in knobs), cycle
+    first = TbaSearcher(context(0, 40), n_initial_random=1)
+    first.tell(0, Outcome("ok", start, objective=1.0, violation=-0.5))
+    first_move = first.neighbour(start, 1, random.Random(1))
+    # the big levers first (an A100 has no fp8 KV cache, so the batch size comes first)
+    assert [k for k in start if first_move[k] != start[k]] == ["max_num_seqs"]
 
 
 # --- quality (these can fail: they are claims about the algorithm) ----------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,18 @@ from pathlib import Path
 import pytest
 
 from vllm_slo_guard.errors import InputError
+from vllm_slo_guard.space import vllm_defaults
 from vllm_slo_guard.study.compare import RunJob, run_one, statistical_tests
-from vllm_slo_guard.study.oracle import ORACLE_SEED, find_optimum, grid_configs, measure, regret, scenario_problem
+from vllm_slo_guard.study.oracle import (
+    HELDOUT_SEEDS,
+    ORACLE_SEED,
+    find_optimum,
+    grid_configs,
+    measure,
+    measure_heldout,
+    regret,
+    scenario_problem,
+)
 from vllm_slo_guard.study.scenario import Scenario, load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,6 +149,18 @@ def _argv(scenario: Scenario, config: dict[str, object]) -> list[str]:
     return scenario_problem(scenario).argv(config)
 
 
+def test_heldout_judges_a_config_on_the_average_of_fresh_samples(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, SMALL))
+    problem = scenario_problem(s)
+    fast = problem.repaired({**vllm_defaults(problem.space), "optimization_level": 2, "max_num_seqs": 8})
+    argv = problem.argv(fast)
+    per_sample = [measure(s, argv, seed) for seed in HELDOUT_SEEDS]
+    assert None not in per_sample and len(set(per_sample)) > 1  # the samples differ
+    assert measure_heldout(s, argv) == pytest.approx(statistics.fmean(per_sample))  # type: ignore[arg-type]
+    eager = problem.argv({**fast, "optimization_level": 0})  # about 2 s of mean E2E against a 1 s SLO
+    assert measure_heldout(s, eager) is None
+
+
 def test_regret_both_directions() -> None:
     assert regret(0.55, 0.5, minimize=True) == pytest.approx(0.1)
     assert regret(9.0, 10.0, minimize=False) == pytest.approx(0.1)
@@ -148,10 +171,16 @@ def test_one_run_is_measured_against_the_optimum(tmp_path: Path) -> None:
     s = load_scenario(write(tmp_path, SMALL))
     optimum = find_optimum(s, cache_dir=tmp_path / "oracle")
     assert optimum.value is not None
-    run = run_one(RunJob(s, "slo-guard", 0, 6, optimum.value, 1))
+    heldout_optimum = measure_heldout(s, optimum.argv)
+    assert heldout_optimum is not None
+    run = run_one(RunJob(s, "slo-guard", 0, 6, optimum.value, 1, heldout_optimum))
     assert len(run["trials"]) == 6 and len(run["best_so_far_regret"]) == 6
     assert run["trials"][0]["phase"] == "explore"
     assert run["best"] is not None and run["best"] == measure(s, run["winner_argv"], ORACLE_SEED)
+    # the search trials replay the oracle's sample: the winner's trial value is its reference value
+    assert run["best"] == min(t["value"] for t in run["trials"] if t["value"] is not None)
+    assert run["heldout_best"] == measure_heldout(s, run["winner_argv"])
+    assert run["heldout_regret"] == pytest.approx((run["heldout_best"] - heldout_optimum) / heldout_optimum)
     assert run["regret"] == pytest.approx((run["best"] - optimum.value) / optimum.value)
     assert run["regret"] > -0.05  # the search cannot beat the refined grid by much
     regrets = [r for r in run["best_so_far_regret"] if r is not None]
@@ -187,7 +216,7 @@ def test_compare_cli_writes_json_and_figures(tmp_path: Path) -> None:
     assert list(report["searchers"]) == ["slo-guard", "random", "tpe", "grid"]
     for figures in report["searchers"].values():
         for key in ("regret_mean", "regret_median", "within_5pct_share", "launched_crashes_mean", "guarded_mean",
-                    "best_mean", "best_std"):  # fmt: skip
+                    "best_mean", "best_std", "heldout_regret_mean", "heldout_regret_median"):  # fmt: skip
             assert key in figures
     assert len(report["runs"]) == 16
     for t in report["tests"]:

@@ -151,6 +151,18 @@ def test_search_trials_share_one_workload_and_confirmations_use_fresh_ones(tmp_p
     assert {s for s, c in other.seeds if not c} != search  # another study seed, another workload sample
 
 
+def test_a_named_search_workload_seed_is_replayed_by_every_search_trial(tmp_path: Path) -> None:
+    spec = replace(make_spec(tmp_path, budget=4), confirm_top_k=1, search_workload_seed=777)
+    evaluator = counting(spec)
+    tune(spec, evaluator=evaluator)
+    assert {seed for seed, confirm in evaluator.seeds if not confirm} == {777}
+    assert all(seed != 777 for seed, confirm in evaluator.seeds if confirm)  # confirmations stay fresh
+    plain = replace(spec, search_workload_seed=None)
+    assert spec.fingerprint() != plain.fingerprint()
+    assert "search_workload_seed" not in plain.identity()  # studies made before the field keep their fingerprint
+    assert TuneSpec.from_dict(spec.to_dict()) == spec
+
+
 def test_a_repeated_config_is_evaluated_once_and_not_counted(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, budget=2)
     other = {**GOOD, "max_num_seqs": 32}

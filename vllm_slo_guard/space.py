@@ -121,12 +121,22 @@ class Space:
                 config[knob.name] = knob.sample(rng)
         return config
 
-    def resolve(self, config: Mapping[str, Any], rng: random.Random) -> Config:
-        """Drop knobs that became inactive and sample the ones that became active."""
+    def resolve(
+        self, config: Mapping[str, Any], rng: random.Random, *, before: Mapping[str, Any] | None = None
+    ) -> Config:
+        """Drop knobs that became inactive and sample the ones that became active.
+
+        With ``before`` (the config a move started from), a knob that was already active there and left to
+        vLLM (absent) stays absent: a one-knob move must not also pin a vLLM-derived value at random.
+        """
         out: Config = {}
         for knob in self.knobs:
-            if knob.active(out):
-                out[knob.name] = config[knob.name] if knob.name in config else knob.sample(rng)
+            if not knob.active(out):
+                continue
+            if knob.name in config:
+                out[knob.name] = config[knob.name]
+            elif before is None or knob.name in before or not knob.active(before):
+                out[knob.name] = knob.sample(rng)
         return out
 
     def argv(self, config: Mapping[str, Any]) -> list[str]:

@@ -176,6 +176,9 @@ class TuneSpec:
     seed: int = 0
     searcher: str = "slo-guard"
     confirm_top_k: int = 2
+    # every search trial replays this workload seed instead of one derived from ``seed``: a fixed
+    # benchmark sample, as the study uses to measure searchers on the landscape its oracle measured
+    search_workload_seed: int | None = None
     timeouts: Timeouts = Timeouts()
     endpoint: str = "completions"
     study_name: str | None = None  # default: derived from fingerprint()
@@ -259,7 +262,7 @@ class TuneSpec:
         workload.pop("seed", None)  # trials draw their own workload seeds from ``seed``
         if self.workload.dataset_path:
             workload["dataset_sha256"] = _file_sha256(self.workload.dataset_path)
-        return {
+        identity: dict[str, Any] = {
             "model": self.model,
             "model_facts": arch,
             "vllm_version": self.vllm_version(),
@@ -277,6 +280,9 @@ class TuneSpec:
             "searcher": self.searcher,
             "seed": self.seed,
         }
+        if self.search_workload_seed is not None:  # only then, so that older studies keep their fingerprints
+            identity["search_workload_seed"] = self.search_workload_seed
+        return identity
 
     def fingerprint(self, hardware: Mapping[str, Any] | None = None) -> str:
         """A stable hash of :meth:`identity`: equal for the same study on the same machine."""
@@ -308,6 +314,7 @@ class TuneSpec:
             "seed": self.seed,
             "searcher": self.searcher,
             "confirm_top_k": self.confirm_top_k,
+            "search_workload_seed": self.search_workload_seed,
             "timeouts": dataclasses.asdict(self.timeouts),
             "endpoint": self.endpoint,
             "study_name": self.study_name,
@@ -336,6 +343,7 @@ class TuneSpec:
                 seed=int(data.get("seed", 0)),
                 searcher=data.get("searcher", "slo-guard"),
                 confirm_top_k=int(data.get("confirm_top_k", 2)),
+                search_workload_seed=data.get("search_workload_seed"),
                 timeouts=Timeouts(**data.get("timeouts", {})),
                 endpoint=data.get("endpoint", "completions"),
                 study_name=data.get("study_name"),

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..outcome import Outcome
 from ..space import Config, Space, config_key
+from ..spec import Slo
 
 
 def rng_for(seed: int, trial_number: int, purpose: str = "ask") -> random.Random:
@@ -41,6 +42,9 @@ class SearchContext:
     # tuner only skips failures the guard is sure of (they persist with 5% more memory); a searcher
     # may also steer away from the borderline ones, which are the launched crashes.
     startup_risk: Callable[[Config], bool] | None = field(default=None, compare=False)
+    # The SLOs (the first is the latency objective's metric): a searcher may read from a miss's metrics
+    # which SLO it missed, and which way a knob should move.
+    slos: tuple[Slo, ...] = ()
 
 
 def predicted_to_fail(context: SearchContext, config: Config) -> bool:

@@ -21,7 +21,7 @@ Counts are of distinct evaluated configs: an outcome the tuner reused for a repe
 counts only grow, so once handed off a run stays handed off (also after a resume).
 
 After the handoff the exploit phase alternates two proposals. Every other trial (even numbers) moves
-one knob of the best point so far (the annealing's rotation and step rules, an unseen config): with
+one knob of the best point so far (the annealing's rotation, step and pattern rules, an unseen config): with
 15 trials a 9-knob TPE model is still coarse, and in the study's scenarios the last few percent came
 from single-knob refinements of the incumbent that TPE sampled too rarely (chat on H100: median
 regret 22% with TPE alone, 3% alternating). The other trials ask TPE, which replays *all* history

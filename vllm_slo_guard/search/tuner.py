@@ -153,15 +153,18 @@ def make_evaluator(spec: TuneSpec, problem: Problem, study_name: str) -> Evaluat
     )  # fmt: skip
 
 
-def search_seed(seed: int) -> int:
+def search_seed(spec: TuneSpec) -> int:
     """The workload seed of every search trial: one request sequence per study (common random numbers).
 
     Like `vllm bench serve --seed`, every trial replays the same prompts and arrival times, so two
     trials differ by their configs, not by their workload samples (on a 150-request p95 the sample
     alone moved the simulated TTFT by ±15%, which hid 5–10% differences between configs). The
-    winner is still not tuned to one sample: confirmations re-measure it on fresh seeds.
+    winner is still not tuned to one sample: confirmations re-measure it on fresh seeds. A spec with
+    ``search_workload_seed`` names the sample itself (the study's fixed landscape).
     """
-    return trial_seed(seed, 0, "evaluate")
+    if spec.search_workload_seed is not None:
+        return spec.search_workload_seed
+    return trial_seed(spec.seed, 0, "evaluate")
 
 
 def trial_seed(seed: int, trial_number: int, purpose: str) -> int:
@@ -408,7 +411,7 @@ class _Loop:
                     "guarded", {}, category=verdict.category, root_cause=verdict.message, violation=math.inf
                 )
             else:
-                outcome = self.evaluator.evaluate(argv, seed=search_seed(self.spec.seed))
+                outcome = self.evaluator.evaluate(argv, seed=search_seed(self.spec))
                 if outcome.category == "environment":
                     raise self._environment(n, outcome)
             outcome.config = dict(repaired.config)
@@ -522,7 +525,7 @@ def tune(
 
         context = SearchContext(
             problem.space, spec.seed, spec.budget, minimize=spec.minimize, canonical=problem.repaired,
-            startup_risk=problem.startup_risk,
+            startup_risk=problem.startup_risk, slos=spec.slos,
         )  # fmt: skip
         searcher = make_searcher(spec.searcher, context)
     progress = progress or NullProgress()

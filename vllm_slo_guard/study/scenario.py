@@ -85,13 +85,16 @@ class Scenario:
         text = json.dumps(self.definition(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def tune_spec(self, *, searcher: str, seed: int, budget: int, storage: str, confirm_top_k: int = 0) -> TuneSpec:
+    def tune_spec(
+        self, *, searcher: str, seed: int, budget: int, storage: str, confirm_top_k: int = 0,
+        search_workload_seed: int | None = None,
+    ) -> TuneSpec:  # fmt: skip
         """The ``vllm-tune tune`` run of one searcher and seed on this scenario."""
         return TuneSpec(
             self.model, self.slos, self.workload, objective=self.objective, budget=budget, engine="sim",
             gpu=self.gpu, gpu_count=self.gpu_count, pinned_args=self.pinned, tune=self.tune, fix=self.fix,
             seed=seed, searcher=searcher, confirm_top_k=confirm_top_k, storage=storage,
-            study_name=f"{self.name}-{searcher}-{seed}",
+            search_workload_seed=search_workload_seed, study_name=f"{self.name}-{searcher}-{seed}",
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

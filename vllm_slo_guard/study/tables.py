@@ -11,7 +11,7 @@ from typing import Any
 
 from .stats import mann_whitney, summarize
 
-KEY_METRICS = ("regret", "launched_crashes", "trials_within_10pct")
+KEY_METRICS = ("regret", "heldout_regret", "launched_crashes", "trials_within_10pct")
 
 
 def fmt_pct(x: float | None) -> str:
@@ -53,7 +53,8 @@ def searcher_table(report: Mapping[str, Any]) -> str:
     unit = report["optimum"]["unit"]
     budget = report["settings"]["budget"]
     header = (
-        "searcher", "regret mean", "median", "within 5%", "no winner", "best (mean ± std)",
+        "searcher", "regret mean", "median", "within 5%", "held-out regret mean / median", "no winner",
+        "best (mean ± std)",
         f"first ≤10% (median; never = {budget + 1})", "trials ≤10%", "post-hit", "post-handoff",
         "launched crashes", "guarded", "sim. time",
     )  # fmt: skip
@@ -62,6 +63,7 @@ def searcher_table(report: Mapping[str, Any]) -> str:
         best = f"{_value(s['best_mean'], unit)} ± {_value(s['best_std'], unit)}"
         rows.append([
             name, fmt_pct(s["regret_mean"]), fmt_pct(s["regret_median"]), fmt_pct(s["within_5pct_share"]),
+            f"{fmt_pct(s.get('heldout_regret_mean'))} / {fmt_pct(s.get('heldout_regret_median'))}",
             f"{s['no_winner']}/{s['seeds']}", best, _num(s["first_within_10pct_median"]),
             _num(s["trials_within_10pct_mean"]), fmt_pct(s["post_hit_consistency_mean"]),
             fmt_pct(s["post_handoff_consistency_mean"]), _num(s["launched_crashes_mean"]), _num(s["guarded_mean"]),
@@ -102,21 +104,25 @@ def verdict(report: Mapping[str, Any], baseline: str, metric: str = "regret") ->
     return "better" if (t["effect"] or 0) < 0 else "worse"
 
 
-def suite_table(reports: Sequence[Mapping[str, Any]], candidate: str = "slo-guard") -> str:
-    """One row per scenario: each searcher's mean / median regret, and the candidate's paired verdicts."""
+def suite_table(reports: Sequence[Mapping[str, Any]], candidate: str = "slo-guard", metric: str = "regret") -> str:
+    """One row per scenario: each searcher's mean / median ``metric`` (``regret`` or ``heldout_regret``),
+    and the candidate's paired verdicts on it."""
     names = list(reports[0]["settings"]["searchers"]) if reports else []
     baselines = [n for n in names if n != candidate]
-    header = ["scenario", "optimum", *[f"{n} regret mean / median" for n in names]]
+    label = "held-out regret" if metric == "heldout_regret" else "regret"
+    reference = "the oracle's config on fresh samples" if metric == "heldout_regret" else "optimum"
+    header = ["scenario", reference, *[f"{n} {label} mean / median" for n in names]]
     header += [f"vs {b} (p Holm)" for b in baselines] + ["crashes " + " / ".join(names)]
     rows = []
     for r in reports:
-        row = [r["scenario"]["name"], _value(r["optimum"]["value"], r["optimum"]["unit"])]
+        reference = r["optimum"].get("heldout_value") if metric == "heldout_regret" else r["optimum"]["value"]
+        row = [r["scenario"]["name"], _value(reference, r["optimum"]["unit"])]
         for n in names:
             figures = r["searchers"][n]
-            row.append(f"{fmt_pct(figures['regret_mean'])} / {fmt_pct(figures['regret_median'])}")
+            row.append(f"{fmt_pct(figures.get(metric + '_mean'))} / {fmt_pct(figures.get(metric + '_median'))}")
         for b in baselines:
-            t = find_test(r, "regret", b)
-            row.append(f"{verdict(r, b)} ({fmt_p(t['p_corrected'] if t else None)})")
+            t = find_test(r, metric, b)
+            row.append(f"{verdict(r, b, metric)} ({fmt_p(t['p_corrected'] if t else None)})")
         row.append(" / ".join(_num(r["searchers"][n]["launched_crashes_mean"]) for n in names))
         rows.append(row)
     return _table(header, rows)
