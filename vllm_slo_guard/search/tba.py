@@ -176,10 +176,10 @@ def differing(space: Space, a: Config, b: Config) -> set[str]:
 
 def single_numeric_move(space: Space, parent: Config, child: Config) -> tuple[Knob, Any, Any] | None:
     """(knob, old, new) when ``child`` differs from ``parent`` in exactly one numeric knob, else None."""
-    changed = [name for name in set(parent) | set(child) if parent.get(name) != child.get(name)]
-    if len(changed) != 1 or changed[0] not in space.names:
+    changed = differing(space, parent, child)
+    if len(changed) != 1:
         return None
-    knob = space.knob(changed[0])
+    knob = space.knob(changed.pop())
     old, new = parent.get(knob.name), child.get(knob.name)
     if not _numeric(knob) or old is None or new is None or (knob.log and old <= 0):
         return None
@@ -452,10 +452,10 @@ class TbaSearcher:
             # a plateau (as good as its parent): keep going, with a doubled step
             self.pattern = Pattern(config_key(outcome.config), knob.name, _scaled(knob, step, 2.0), True)
         elif repeated:
-            assert pending is not None
             # a doubled step overshot: half of it once more from the same point; otherwise back to
             # ordinary moves (a plain repeat or a reflection that did not help)
-            self.pattern = Pattern(start, knob.name, _scaled(knob, step, 0.5)) if pending.expanded else None
+            overshot = pending is not None and pending.expanded
+            self.pattern = Pattern(start, knob.name, _scaled(knob, step, 0.5)) if overshot else None
         elif outcome.failed or self._better(parent, outcome):
             # worse (or failed): try the other direction from the parent once
             self.pattern = Pattern(start, knob.name, 1 / step if knob.log else -step)
