@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from vllm_slo_guard.paths import cache_dir
+from vllm_slo_guard.search.registry import SEARCHER_NAMES
 from vllm_slo_guard.study.compare import run_study, summarize_runs
 from vllm_slo_guard.study.oracle import find_optimum
 from vllm_slo_guard.study.scenario import load_scenario
 
 SCENARIOS = ("paper-qwen2-1.5b-a100", "memory-tight-llama8b-l4", "chat-llama8b-h100")
-SEARCHERS = ("slo-guard", "random", "grid", "tpe")
+SEARCHERS = SEARCHER_NAMES
 HERE = Path(__file__).resolve().parent
 
 

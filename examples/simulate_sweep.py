@@ -3,8 +3,8 @@
 Run: python examples/simulate_sweep.py
 """
 
+from vllm_slo_guard import simulate
 from vllm_slo_guard.bench.workload import WorkloadSpec
-from vllm_slo_guard.sim.evaluator import simulate
 
 workload = WorkloadSpec(num_prompts=300, request_rate=8.0, random_input_len=512, random_output_len=128)
 print(f"{'max_num_seqs':>12} {'status':>7} {'p95 TTFT ms':>12} {'p95 E2E ms':>11}")

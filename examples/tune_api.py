@@ -6,7 +6,8 @@ Run: python examples/tune_api.py   (the study goes to the cache folder; re-runni
 from __future__ import annotations
 
 from vllm_slo_guard.bench.workload import WorkloadSpec
-from vllm_slo_guard.export import serve_command, to_toml, write_atomic
+from vllm_slo_guard.export import serve_command, to_toml
+from vllm_slo_guard.files import write_atomic
 from vllm_slo_guard.progress import make_progress
 from vllm_slo_guard.search.tuner import tune
 from vllm_slo_guard.spec import TuneSpec, parse_slo

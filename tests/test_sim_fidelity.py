@@ -1,8 +1,10 @@
-"""The simulator against measured numbers (perf-model.md §3.5, §5.4).
+"""The simulator against published measurements (the simulator's calibration: ``docs/architecture.md``).
 
-SLO-Guard's A100-40GB data: Qwen2-1.5B, 5 requests × 100 output tokens, prompts ≲400 tokens, either
-arriving together ("concurrent") or one after another ("sequential"). Published Llama-3.1-8B decode
-figures: 6.48 ms TPOT on H100 (vLLM 0.21), ≈13.3 ms on A100-40GB (vLLM 0.23), both at concurrency 1.
+SLO-Guard's A100-40GB data (github.com/Chrislysen/SLO-Guard, ``results/multiseed*/``): Qwen2-1.5B, vLLM 0.19,
+5 requests × 100 output tokens, prompts ≲400 tokens, either arriving together ("concurrent") or one after
+another ("sequential"). Published Llama-3.1-8B decode figures, both at concurrency 1: 6.48 ms TPOT on H100
+(vLLM 0.21; yobitelcomm.github.io/bench/recipes/concurrency-sweep/), ≈13.3 ms on A100-40GB (vLLM 0.23;
+johnmusgrave.com/p/vllm-throughput-latency-sweep-on).
 """
 
 from __future__ import annotations

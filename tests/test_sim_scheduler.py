@@ -1,4 +1,7 @@
-"""vLLM V1 scheduling semantics of the simulator (perf-model.md §6.1)."""
+"""vLLM V1 scheduling semantics of the simulator.
+
+As in ``vllm/v1/core/sched/scheduler.py`` and ``vllm/v1/core/kv_cache_manager.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ import dataclasses
 import pytest
 
 from vllm_slo_guard.bench.workload import WorkloadSpec
-from vllm_slo_guard.modelinfo import load_model_arch
 from vllm_slo_guard.sim import evaluator
-from vllm_slo_guard.sim.args import parse_serve_args
-from vllm_slo_guard.sim.catalog import resolve_gpu
-from vllm_slo_guard.sim.config import resolve_config
 from vllm_slo_guard.sim.engine import EngineCore, RequestRejected
-from vllm_slo_guard.sim.memory import plan_memory
 from vllm_slo_guard.sim.scheduler import BlockPool, Scheduler, SimRequest
+from vllm_slo_guard.vllm_rules.args import parse_serve_args
+from vllm_slo_guard.vllm_rules.catalog import resolve_gpu
+from vllm_slo_guard.vllm_rules.config import resolve_config
+from vllm_slo_guard.vllm_rules.memory import plan_memory
+from vllm_slo_guard.vllm_rules.modelinfo import load_model_arch
 
 QWEN = "Qwen/Qwen2-1.5B"
 

@@ -25,6 +25,7 @@ import httpx
 import openai
 import pytest
 
+from vllm_slo_guard.bench.sim_tokenizer import SimTokenizer
 from vllm_slo_guard.bench.workload import WorkloadSpec, build_requests
 from vllm_slo_guard.errors import InputError
 from vllm_slo_guard.sim import evaluator
@@ -40,7 +41,6 @@ from vllm_slo_guard.sim.server import (
     split_sim_flags,
 )
 from vllm_slo_guard.sim.server import _prom_float as prom_float
-from vllm_slo_guard.sim.tokenizer import SimTokenizer
 
 QWEN = "Qwen/Qwen2-1.5B"
 A100 = "A100-40GB"

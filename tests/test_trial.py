@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from vllm_slo_guard.bench.workload import WorkloadSpec
-from vllm_slo_guard.engine.engines import SimEngine
 from vllm_slo_guard.engine.launcher import port_is_free
+from vllm_slo_guard.engine.sim import SimEngine
 from vllm_slo_guard.sim import evaluator
 from vllm_slo_guard.spec import Timeouts, parse_slo
 from vllm_slo_guard.trial import TrialResult, run_trial

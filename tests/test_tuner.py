@@ -21,15 +21,12 @@ from vllm_slo_guard.bench.workload import WorkloadSpec
 from vllm_slo_guard.guard import GuardVerdict
 from vllm_slo_guard.outcome import CRASH_VIOLATION, Outcome
 from vllm_slo_guard.search.base import SearchContext, rng_for
-from vllm_slo_guard.search.evaluators import Evaluator
-from vllm_slo_guard.search.storage import StudyError, TrialRecord, load_store, open_study
-from vllm_slo_guard.search.tuner import (
-    MAX_CONSECUTIVE_DUPLICATES,
-    EnvironmentAbort,
-    build_problem,
-    make_evaluator,
-    tune,
-)
+from vllm_slo_guard.search.evaluators import Evaluator, make_evaluator
+from vllm_slo_guard.search.loop import MAX_CONSECUTIVE_DUPLICATES, EnvironmentAbort
+from vllm_slo_guard.search.problem import build_problem
+from vllm_slo_guard.search.result import TrialRecord
+from vllm_slo_guard.search.storage import StudyError, load_store, open_study
+from vllm_slo_guard.search.tuner import tune
 from vllm_slo_guard.spec import TuneSpec, parse_slo
 
 MODEL = "Qwen/Qwen2-1.5B"

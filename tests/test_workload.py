@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from vllm_slo_guard.bench.sim_tokenizer import VOCAB_SIZE, SimTokenizer
 from vllm_slo_guard.bench.workload import (
     WorkloadRequest,
     WorkloadSpec,
@@ -21,7 +22,6 @@ from vllm_slo_guard.bench.workload import (
     length_bounds,
 )
 from vllm_slo_guard.errors import DatasetError, InputError
-from vllm_slo_guard.sim.tokenizer import VOCAB_SIZE, SimTokenizer
 
 # ---------------------------------------------------------------------------------------------
 # spec: defaults, validation, dict form

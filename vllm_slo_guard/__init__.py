@@ -23,13 +23,13 @@ __version__ = "0.1.0.dev0"
 
 _LAZY = {
     "tune": ".search.tuner",
-    "TuneResult": ".search.tuner",
+    "TuneResult": ".search.result",
     "TuneSpec": ".spec",
     "Slo": ".spec",
     "parse_slo": ".spec",
     "Outcome": ".outcome",
     "WorkloadSpec": ".bench.workload",
-    "simulate": ".sim.evaluator",
+    "simulate": ".engine.sim",
     "classify": ".engine.crash",
 }
 

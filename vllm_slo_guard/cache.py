@@ -15,7 +15,6 @@ This module reads TOML without importing the tuner (and so Optuna): a cache hit 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,13 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import read_toml, write_atomic
 from .paths import cache_dir
 from .spec import Slo, parse_slo
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 
 def results_dir() -> Path:
@@ -126,14 +121,7 @@ def from_document(doc: Mapping[str, Any], origin: str) -> TunedResult:
 
 def read_result(path: str | Path) -> TunedResult:
     """Read a tuned TOML file (``tune -o`` or a cache entry); a missing, corrupt or incomplete file is one line."""
-    try:
-        with open(path, "rb") as handle:
-            doc = tomllib.load(handle)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}") from None
-    return from_document(doc, str(path))
+    return from_document(read_toml(path), str(path))
 
 
 def lookup(fingerprint: str) -> TunedResult | None:
@@ -147,8 +135,6 @@ def lookup(fingerprint: str) -> TunedResult | None:
 def store(fingerprint: str, document: Mapping[str, Any], *, budget: int, identity: Mapping[str, Any]) -> Path:
     """Write ``document`` (a result with a winner) as the cache entry of ``fingerprint``, atomically."""
     import tomli_w
-
-    from .export import write_atomic  # imports the tuner; only called after tuning
 
     entry = dict(document)
     entry["cache"] = {

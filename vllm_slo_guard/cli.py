@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import SloGuardError
+from .errors import InputError, SloGuardError
 from .options import (
     engine_options,
     output_option,
@@ -27,6 +27,8 @@ from .options import (
     workload_from_options,
     workload_options,
 )
+from .search.registry import DEFAULT_SEARCHER, SEARCHER_NAMES
+from .spec import require_sim_gpu
 from .units import parse_size
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]}
@@ -70,7 +72,7 @@ def simulate(
     vLLM would refuse or that runs out of memory reports vLLM's own error (exit 1; with --json the
     object has status "crash" and the exit status is 0).
     """
-    from .sim.evaluator import simulate as run_simulation
+    from .engine.sim import simulate as run_simulation
 
     try:
         spec = workload_from_options(workload, seed)
@@ -136,6 +138,14 @@ def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool)
         click.echo(f"category: {report.category}\nroot cause: {report.root_cause}\nsuggestion: {report.suggestion}")
 
 
+def _require_sim_gpu(engine: str, gpu: str | None) -> None:
+    """The simulated engine needs a GPU to simulate: a usage error (exit 2), as for a missing option."""
+    try:
+        require_sim_gpu(engine, gpu)
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _terminate_on_sigterm() -> None:
     """Make SIGTERM unwind like Ctrl-C, so every ``finally`` stops its trial server.
 
@@ -191,7 +201,8 @@ def bench(
     the SLOs held; see `status`), 1 when it crashed (the crash category and vLLM's root cause are
     printed), 2 for usage errors.
     """
-    from .engine.engines import Engine, SimEngine, VllmEngine, flag_value
+    from .engine.engines import flag_value
+    from .engine.factory import make_engine
     from .hardware import probe_gpus
     from .paths import log_dir as default_log_dir
     from .trial import run_trial
@@ -201,17 +212,9 @@ def bench(
         spec = workload_from_options(workload, seed)
         slos = slos_from_options(slo_texts, slo_p95)
         timeouts = timeouts_from_options(startup_timeout, request_timeout, trial_timeout)
-        runner: Engine
-        if engine == "sim":
-            if not gpu:
-                raise click.UsageError("--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU")
-            from .sim.catalog import resolve_gpu
-
-            runner = SimEngine(gpu=resolve_gpu(gpu).name, gpu_count=gpu_count, seed=seed)
-        else:
-            on_cpu = device == "cpu" or (device == "auto" and not probe_gpus())
-            runner = VllmEngine(vllm_cmd=vllm_cmd, cpu=on_cpu)
-            runner.argv(model, engine_args, "127.0.0.1", 0)  # resolve the command now: a missing vLLM is one line
+        _require_sim_gpu(engine, gpu)
+        on_cpu = engine != "sim" and (device == "cpu" or (device == "auto" and not probe_gpus()))
+        runner = make_engine(engine, gpu=gpu, gpu_count=gpu_count, seed=seed, vllm_cmd=vllm_cmd, on_cpu=on_cpu)
         result = run_trial(
             runner, model, list(engine_args), spec, slos=slos, timeouts=timeouts,
             log_dir=log_dir or default_log_dir(), endpoint=endpoint,  # type: ignore[arg-type]
@@ -240,7 +243,7 @@ def bench(
     )
 
 
-SEARCHERS = ("slo-guard", "random", "grid", "tpe")
+SEARCHERS = SEARCHER_NAMES
 
 
 @main.command(context_settings=_PASS_THROUGH)
@@ -267,7 +270,7 @@ SEARCHERS = ("slo-guard", "random", "grid", "tpe")
     help="Also stop once the trials' summed cost reaches this, e.g. 30m (simulated time with --sim-mode virtual).",
 )  # fmt: skip
 @click.option(
-    "--searcher", type=click.Choice(SEARCHERS), default="slo-guard", show_default=True,
+    "--searcher", type=click.Choice(SEARCHERS), default=DEFAULT_SEARCHER, show_default=True,
     help="slo-guard: feasible-first annealing, then constrained TPE; random; grid (vLLM's auto_tune); tpe (cold).",
 )  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the searcher and every trial's workload.")
@@ -329,9 +332,10 @@ def tune(
     """
     import optuna
 
-    from .export import to_toml, write_atomic
+    from .export import to_toml
+    from .files import write_atomic
     from .progress import make_progress
-    from .serve import tune_checked as run_tune  # search.tuner.tune, stopped at once when vLLM refuses pinned flags
+    from .search.preflight import tune_checked as run_tune  # tune, stopped at once when vLLM refuses pinned flags
     from .spec import TuneSpec
     from .units import parse_duration
 
@@ -341,8 +345,7 @@ def tune(
         slos = slos_from_options(slo_texts, slo_p95)
         if not slos:
             raise click.UsageError("at least one SLO is required, e.g. --slo-p95 200ms or --slo ttft:p95=200ms")
-        if engine == "sim" and not gpu:
-            raise click.UsageError("--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU")
+        _require_sim_gpu(engine, gpu)
         if objective is None:
             rate_given = ctx.get_parameter_source("request_rate") != click.core.ParameterSource.DEFAULT
             objective = "latency" if rate_given or workload["max_concurrency"] is not None else "capacity"
@@ -379,7 +382,8 @@ def tune(
 @output_option
 def export(study: str, storage: str | None, fmt: str, output_file: str | None) -> None:
     """Write the result of the stored tuning study STUDY (no re-run, no GPU needed)."""
-    from .export import export_study, write_atomic
+    from .export import export_study
+    from .files import write_atomic
 
     try:
         text = export_study(storage, study, fmt)
@@ -481,7 +485,7 @@ def compare(
     from pathlib import Path
 
     from .errors import InputError
-    from .export import write_atomic
+    from .files import write_atomic
     from .paths import cache_dir
     from .study.compare import compare as run_compare
     from .study.compare import report_json, worker_count
@@ -579,8 +583,7 @@ def serve(
         slos = slos_from_options(o["slo_texts"], o["slo_p95"])
         if not slos and not config_file:
             raise click.UsageError("at least one SLO is required, e.g. --slo-p95 200ms or --slo ttft:p95=200ms")
-        if o["engine"] == "sim" and not o["gpu"]:
-            raise click.UsageError("--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU")
+        _require_sim_gpu(o["engine"], o["gpu"])
         objective = o["objective"]
         if objective is None:
             rate_given = ctx.get_parameter_source("request_rate") != click.core.ParameterSource.DEFAULT

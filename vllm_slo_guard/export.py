@@ -5,45 +5,33 @@ workload, objective, searcher, seed and study, then ``[winner]`` and ``[[runner_
 the engine arguments, the argv, the measured figures (``vllm bench serve``'s keys) and the exact
 ``vllm serve`` command. The YAML is for ``vllm serve --config FILE``: one ``flag-name: value`` per
 line; a false boolean is written ``no-<flag>: true`` because under ``vllm serve`` a ``false`` value is
-silently dropped (vllm-facts.md §5). It is written by hand: one tiny format does not need pyyaml.
-Every file is written atomically (a temp file in the same folder, then ``os.replace``), so a crash
-never leaves half a ``tuned.toml`` behind.
+silently dropped: ``FlexibleArgumentParser.load_config_file`` (``vllm/utils/argparse_utils.py``) turns
+``false`` into ``--no-<flag>`` only when the parser reading the file knows that flag, and under
+``vllm serve`` the file is read by the root ``vllm`` parser, which does not know the serve flags (seen in
+``tests/data/vllm-cpu-logs/yaml_config_false_dropped_vllm_cli.log``). It is written by hand: one tiny
+format does not need pyyaml.
+Every file is written atomically (``files.write_atomic``), so a crash never leaves half a
+``tuned.toml`` behind.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shlex
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import tomli_w
 
 from .errors import InputError, SloGuardError
+from .search.result import Candidate, TuneResult, build_result
 from .search.storage import load_store
-from .search.tuner import Candidate, TuneResult, build_result
 from .spec import TuneSpec
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from .vllm_rules.args import O_FLAG, SHORT_FLAGS
 
 FORMATS = ("toml", "yaml", "args")
-_SHORT_FLAGS = {
-    "-tp": "tensor-parallel-size",
-    "-pp": "pipeline-parallel-size",
-    "-dp": "data-parallel-size",
-    "-q": "quantization",
-    "-cc": "compilation-config",
-}
-_O_FLAG = re.compile(r"^-O=?(\d*)$")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
@@ -125,17 +113,6 @@ def to_toml(result: TuneResult) -> str:
     return tomli_w.dumps(result_document(result))
 
 
-def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a tuned TOML file back (one clear line when it is missing or corrupt)."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path} is not valid TOML: {exc}") from None
-
-
 # --- vLLM YAML and argv ----------------------------------------------------------------------------
 
 
@@ -154,7 +131,7 @@ def argv_to_config(argv: Sequence[str]) -> dict[str, Any]:
     while i < len(args):
         arg = args[i]
         i += 1
-        match = _O_FLAG.match(arg)
+        match = O_FLAG.match(arg)
         if match:
             level = match.group(1)
             if not level and i < len(args) and args[i].isdigit():
@@ -172,8 +149,8 @@ def argv_to_config(argv: Sequence[str]) -> dict[str, Any]:
             continue
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
-        elif arg in _SHORT_FLAGS:
-            name, eq, value = _SHORT_FLAGS[arg], "", ""
+        elif arg in SHORT_FLAGS:
+            name, eq, value = SHORT_FLAGS[arg], "", ""
         else:
             raise InputError(f"cannot write {arg!r} to a vLLM YAML config (use the flag's long --name)")
         key = name.replace("_", "-")
@@ -241,28 +218,3 @@ def export_study(storage: str | None, study_name: str, fmt: str = "toml") -> str
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     return render(result_from_study(storage, study_name), fmt)
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    try:
-        os.fchmod(fd, target.stat().st_mode & 0o777 if target.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

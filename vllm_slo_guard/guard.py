@@ -1,8 +1,9 @@
 """The memory guard: predict, without starting anything, whether a config starts and what KV it gets.
 
-It runs the simulator's own argument checks and memory model (vLLM 0.32's accounting) against this
-machine's real device: NVML's total and free memory on a GPU, or the NUMA node's memory on vLLM's
-CPU backend. A config predicted to fail is recorded by the tuner as ``guarded`` at no launch cost.
+It runs vLLM's startup rules (``vllm_rules.startup.check_startup``: the argument checks and vLLM 0.32's
+memory accounting, the same rules the simulator starts with) against this machine's real device:
+NVML's total and free memory on a GPU, or the NUMA node's memory on vLLM's CPU backend. A config
+predicted to fail is recorded by the tuner as ``guarded`` at no launch cost.
 """
 
 from __future__ import annotations
@@ -10,23 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from .engine.crash import Category
 from .errors import SloGuardError
 from .hardware import CpuMemory, catalog_gpu_for, probe_cpu_memory, probe_gpus
-from .modelinfo import load_model_arch
-from .sim.args import ArgparseExit, parse_serve_args
-from .sim.catalog import GPUS, GpuSpec
-from .sim.config import resolve_config
-from .sim.failures import StartupFailure
-from .sim.memory import cpu_block_size_check, plan_memory
-
-
-@dataclass(frozen=True)
-class Device:
-    """The device a config will run on: its facts and the memory other processes hold."""
-
-    spec: GpuSpec
-    used_bytes: int = 0
-    count: int = 1
+from .vllm_rules.args import ArgparseExit
+from .vllm_rules.catalog import GPUS
+from .vllm_rules.failures import StartupFailure
+from .vllm_rules.startup import Device, check_startup
 
 
 @dataclass(frozen=True)
@@ -71,7 +62,7 @@ def predict(model: str, engine_args: Sequence[str], device: Device, *, margin: f
     config is worth a launch, a clearly impossible one is not.
     """
     verdict = _predict(model, engine_args, device)
-    if verdict.ok or verdict.category != "oom" or margin <= 0:
+    if verdict.ok or verdict.category != Category.OOM or margin <= 0:
         return verdict
     roomier = replace(device, spec=replace(device.spec, memory_bytes=int(device.spec.memory_bytes * (1 + margin))))
     return verdict if not _predict(model, engine_args, roomier).ok else GuardVerdict(True, message="borderline")
@@ -79,16 +70,11 @@ def predict(model: str, engine_args: Sequence[str], device: Device, *, margin: f
 
 def _predict(model: str, engine_args: Sequence[str], device: Device) -> GuardVerdict:
     try:
-        ns = parse_serve_args([model, *engine_args])
-        arch = load_model_arch(model)
-        cfg = resolve_config(ns, arch, device.spec, gpu_count=device.count)
-        plan = plan_memory(cfg, arch, device.spec, used_bytes=device.used_bytes)
-        if device.spec.is_cpu:
-            cpu_block_size_check(cfg)
+        plan = check_startup([model, *engine_args], device).plan
     except StartupFailure as failure:
         return GuardVerdict(False, failure.category, failure.root_cause)
     except ArgparseExit as exc:
-        return GuardVerdict(False, "config_invalid", exc.text.strip().splitlines()[-1])
+        return GuardVerdict(False, Category.CONFIG_INVALID, exc.text.strip().splitlines()[-1])
     except SloGuardError:
         raise
     return GuardVerdict(

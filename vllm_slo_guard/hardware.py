@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 
-from .sim.catalog import GPUS, GpuSpec
+from .vllm_rules.catalog import GPUS, GpuSpec
 
 
 @dataclass(frozen=True)

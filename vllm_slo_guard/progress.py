@@ -20,12 +20,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .outcome import Outcome
+from .outcome import Outcome, TrialPhase, TrialStatus
 from .search.objective import Objective
 
 if TYPE_CHECKING:
-    from .search.storage import TrialRecord
-    from .search.tuner import Candidate, TuneResult
+    from .search.result import Candidate, TrialRecord, TuneResult
 
 PLAIN_WIDTH = 200  # rich's table width when stdout is not a terminal (CI logs)
 
@@ -38,7 +37,7 @@ class TuneStatus:
     objective: Objective
     counted: int = 0
     next_trial: int = 0
-    phase: str = ""
+    phase: str = TrialPhase.UNSET
     best: TrialRecord | None = None
     crashes: Counter[str] = field(default_factory=Counter)
     guarded: int = 0
@@ -240,7 +239,9 @@ def summary_lines(result: TuneResult) -> list[str]:
         lines.append("crashes: " + ", ".join(f"{cat} {n}" for cat, n in sorted(counts.crashes.items())))
         for cat in sorted(counts.crashes):
             causes = (
-                r.outcome.root_cause for r in result.trials if r.outcome.status == "crash" and r.outcome.category == cat
+                r.outcome.root_cause
+                for r in result.trials
+                if r.outcome.status == TrialStatus.CRASH and r.outcome.category == cat
             )
             cause = next((c for c in causes if c), None)
             if cause:

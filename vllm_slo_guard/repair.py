@@ -1,8 +1,9 @@
 """Repair: deterministic rules that turn a sampled point into a configuration vLLM accepts.
 
-Each rule fixes one of vLLM's startup refusals (vllm-facts.md §2) by moving the *tuned* value the
-least; pinned flags are never changed (an infeasible pin is the user's error, reported as such).
-Every applied rule is recorded, and the optimizer is told the repaired configuration.
+Each rule fixes one of vLLM's startup refusals (the rules of ``vllm_rules.limits``, which vLLM's
+config resolution raises with its own message) by moving the *tuned* value the least; pinned flags
+are never changed (an infeasible pin is the user's error, reported as such). Every applied rule is
+recorded, and the optimizer is told the repaired configuration.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .sim.catalog import GpuSpec
 from .space import Config
+from .vllm_rules.catalog import GpuSpec
+from .vllm_rules.limits import (
+    DEFAULT_ENABLE_CHUNKED_PREFILL,
+    block_size_multiple,
+    budget_below_max_model_len,
+    budget_below_max_num_seqs,
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ def repair(config: Mapping[str, Any], ctx: RepairContext) -> Repaired:
 
     block = out.get("block_size")
     if block is not None:
-        multiple = 32 if ctx.gpu.is_cpu else 16
+        multiple = block_size_multiple(ctx.gpu.is_cpu)
         if block % multiple:
             set_value("block_size", -(-block // multiple) * multiple, f"block size must be a multiple of {multiple}")
     if out.get("kv_cache_dtype", "auto") != "auto" and not ctx.gpu.supports_fp8:
@@ -58,14 +65,14 @@ def repair(config: Mapping[str, Any], ctx: RepairContext) -> Repaired:
         del out["max_cudagraph_capture_size"]
     seqs = _value("max_num_seqs", out, ctx)
     tokens = _value("max_num_batched_tokens", out, ctx)
-    chunked = _value("enable_chunked_prefill", out, ctx, True)
-    if "max_num_batched_tokens" in out and not chunked and tokens < ctx.max_model_len:
+    chunked = _value("enable_chunked_prefill", out, ctx, DEFAULT_ENABLE_CHUNKED_PREFILL)
+    if "max_num_batched_tokens" in out and budget_below_max_model_len(tokens, ctx.max_model_len, chunked):
         set_value(
             "max_num_batched_tokens", ctx.max_model_len,
             "without chunked prefill a whole prompt (up to max_model_len) must fit the token budget",
         )  # fmt: skip
         tokens = out["max_num_batched_tokens"]
-    if seqs is not None and tokens is not None and tokens < seqs:
+    if seqs is not None and tokens is not None and budget_below_max_num_seqs(tokens, seqs):
         if "max_num_batched_tokens" in out:
             set_value("max_num_batched_tokens", seqs, "must be ≥ max_num_seqs")
         elif "max_num_seqs" in out:

@@ -3,7 +3,7 @@
 The work is ordered so that bad input ends in one line before anything is started or written:
 
 1. **Pass-through flags.** Every flag that is not ours is a ``vllm serve`` flag; all of them are parsed
-   with vLLM's rules first (``sim.args.parse_serve_args``, which answers with argparse's own line, e.g.
+   with vLLM's rules first (``vllm_rules.args.parse_serve_args``, which answers with argparse's own line, e.g.
    ``vllm: error: unrecognized arguments: --swap-space 4``). ``--host``, ``--port``, ``--api-key`` and
    ``--served-model-name`` are then taken out: they go to the final server only. Trials bind
    127.0.0.1 on a free port, the fingerprint does not depend on them, and an API key never lands in
@@ -12,8 +12,8 @@ The work is ordered so that bad input ends in one line before anything is starte
    ``OSError: [Errno 98] Address already in use``), and is held (bound, not listening) until the
    final server starts, so that the OS never hands it to a trial server as a free port.
 3. **The result**: ``--config FILE``; else the cache entry of the spec's fingerprint (``cache.py``);
-   else a tuning run that stops at the first sign that the *pinned* flags are refused (see
-   :class:`PinnedFlagCheck`): an environment error, not fifteen crashed trials.
+   else a tuning run that stops at the first sign that the *pinned* flags are refused
+   (``search/preflight.py``): an environment error, not fifteen crashed trials.
 4. **Guarded launch**: the winner, then the runner-ups (at most ``MAX_TUNED_CANDIDATES`` tuned
    configs), then vLLM's defaults with the pinned flags. A candidate that is not healthy by the
    startup deadline is stopped and its output classified (``engine/crash.py``); a WARNING line names
@@ -24,58 +24,44 @@ The work is ordered so that bad input ends in one line before anything is starte
    signal SIGKILLs it); once a server process exists, its exit status is ours.
 
 Why a launch's output is relayed rather than inherited: an attempt must be classified if it fails,
-yet an attempt that starts is kept as the final server. So its stdout and stderr are pipes that a
-relay thread copies byte for byte to our stdout and stderr (an operator, a container runtime or
-journald sees what vLLM prints, on the same streams, as it prints it) and, until the server is
-healthy, into a log file for ``classify``. Then the log file stops growing: a long-running server's
-logs belong to whoever runs us.
+yet an attempt that starts is kept as the final server (``engine/foreground.py``). Once it is
+healthy the log file stops growing: a long-running server's logs belong to whoever runs us.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
-import os
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from .cache import ServeCandidate, TunedResult, from_document, lookup, read_result, result_path, store
 from .engine.crash import CrashReport, startup_crash
-from .engine.engines import Engine, SimEngine, VllmEngine, resolve_vllm_command
-from .engine.launcher import ServerProcess, ServerState, group_members
+from .engine.engines import Engine, VllmEngine, resolve_vllm_command
+from .engine.factory import engine_for
+from .engine.foreground import SignalForwarder, TeeServer
+from .engine.launcher import group_members
+from .engine.sim import SimEngine
 from .errors import InputError, SloGuardError
 from .paths import log_dir
-from .sim.args import ArgparseExit, parse_serve_args
 from .spec import Slo, Timeouts, TuneSpec, identity_hash
+from .text import first_line
+from .vllm_rules.args import ArgparseExit, parse_serve_args
 
 if TYPE_CHECKING:
-    from .guard import Device, GuardVerdict
-    from .outcome import Outcome
-    from .progress import Progress
-    from .search.evaluators import Evaluator
-    from .search.tuner import Problem, TuneResult
+    pass
 
 DEFAULT_HOST = "0.0.0.0"  # vLLM's default: every IPv4 interface
 DEFAULT_PORT = 8000  # vLLM's default
 MAX_TUNED_CANDIDATES = 3  # the winner and two runner-ups; then vLLM's defaults
-KILL_ON_SIGNAL = 3  # the third SIGTERM/SIGINT while serving SIGKILLs the server's group
 _FRONTEND_FLAGS = ("--host", "--port", "--api-key", "--served-model-name")  # the last takes one or more values
-_ARGPARSE_ERROR = re.compile(
-    r"error: (?:unrecognized arguments: (?P<args>.+)|argument (?P<flag>-[\w-]+)(?:/-[\w-]+)?:"
-    r"|ambiguous option: (?P<opt>--?[\w-]+))"
-)
 
 Say = Callable[[str], None]
 
@@ -193,17 +179,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
 # --- the engine ------------------------------------------------------------------------------------
 
 
-def make_engine(spec: TuneSpec) -> Engine:
-    """The engine of the final server (and of every launch attempt); a missing vLLM is one line here."""
-    if spec.engine == "sim":
-        from .sim.catalog import resolve_gpu
-
-        return SimEngine(gpu=resolve_gpu(spec.gpu or "").name, gpu_count=spec.gpu_count, seed=spec.seed)
-    engine = VllmEngine(vllm_cmd=spec.vllm_cmd, cpu=spec.trial_device().spec.is_cpu)
-    resolve_vllm_command(spec.vllm_cmd)
-    return engine
-
-
 def engine_text(engine: Engine) -> str:
     if isinstance(engine, SimEngine):
         return f"the SIMULATED engine on {engine.gpu} x{engine.gpu_count} (not a real vLLM; asked for by --engine sim)"
@@ -212,211 +187,11 @@ def engine_text(engine: Engine) -> str:
     return engine.name
 
 
-# --- tuning, stopped early when the pinned flags are refused -----------------------------------------
-
-
-def refused_pinned_flag(root_cause: str, pinned: Sequence[str]) -> str | None:
-    """The pinned flag an argparse error line names (unrecognized, invalid value, ambiguous), if any."""
-    match = _ARGPARSE_ERROR.search(root_cause)
-    if not match:
-        return None
-    named = match.group("args").split() if match.group("args") else [match.group("flag") or match.group("opt")]
-    ours = {arg.split("=", 1)[0].replace("_", "-") for arg in pinned if arg.startswith("-")}
-    return next((flag for flag in (n.split("=", 1)[0].replace("_", "-") for n in named) if flag in ours), None)
-
-
-@dataclass
-class PinnedFlagCheck:
-    """An evaluator wrapper: a crash no tuned value can cause becomes an environment abort of the run.
-
-    vLLM refusing a *pinned* flag fails every trial the same way, and fifteen crashed trials would
-    bury the one line that matters. Two signs, both only on trials that really launched a server:
-    an argparse error naming a pinned flag (any trial), and a ``config_invalid`` crash of vLLM's
-    defaults plus the pinned flags (SLO-Guard's trial 0). The tuner aborts on an ``environment``
-    outcome with the root cause, which stays vLLM's own line.
-    """
-
-    model: str
-    inner: Evaluator
-    pinned: tuple[str, ...]
-    defaults_argv: tuple[str, ...]
-
-    def guard(self, argv: Sequence[str]) -> GuardVerdict:
-        return self.inner.guard(argv)
-
-    def evaluate(self, argv: Sequence[str], seed: int, *, confirm: bool = False) -> Outcome:
-        outcome = self.inner.evaluate(argv, seed, confirm=confirm)
-        if outcome.status != "crash" or outcome.category != "config_invalid":
-            return outcome
-        cause = (outcome.root_cause or "").strip()
-        if refused_pinned_flag(cause, self.pinned) or tuple(argv) == self.defaults_argv:
-            outcome.category = "environment"
-            outcome.root_cause = f"vLLM refuses your flags {shlex.join(self.pinned)}: {_first_line(cause)}"
-        return outcome
-
-
-def check_pinned_defaults(spec: TuneSpec, problem: Problem, device: Device) -> None:
-    """vLLM's defaults plus the pinned (and ``--fix``) flags must pass vLLM's argument checks (the guard's model)."""
-    from .guard import predict
-    from .search.tuner import fixed_argv
-
-    argv = [*spec.pinned_args, *fixed_argv(problem.fixed)]
-    if not argv:
-        return
-    verdict = predict(spec.model, argv, device)
-    if not verdict.ok and verdict.category == "config_invalid":
-        raise InputError(f"vLLM refuses your flags {shlex.join(argv)} even with its defaults: {verdict.message}")
-
-
-def tune_checked(spec: TuneSpec, progress: Progress) -> TuneResult:
-    """``search.tuner.tune`` with the pinned-flag checks: first on the guard's model, then on real trials."""
-    import optuna
-
-    from .search.evaluators import VirtualSimEvaluator
-    from .search.tuner import build_problem, make_evaluator, tune
-    from .space import vllm_defaults
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as `tune`: our progress lines, not Optuna's
-    spec.validate()
-    device = spec.trial_device()
-    problem = build_problem(spec, device)
-    check_pinned_defaults(spec, problem, device)
-    name = spec.study_name or spec.default_study_name(spec.hardware(device))
-    evaluator = make_evaluator(spec, problem, name)
-    if not isinstance(evaluator, VirtualSimEvaluator):  # the in-process simulator is the guard's own model
-        defaults = tuple(problem.argv(problem.repaired(vllm_defaults(problem.space))))
-        evaluator = PinnedFlagCheck(evaluator.model, evaluator, spec.pinned_args, defaults)
-    return tune(spec, evaluator=evaluator, progress=progress)
-
-
 # --- launching ---------------------------------------------------------------------------------------
-
-
-def _write_all(fd: int, data: bytes) -> bool:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except OSError:
-            return False
-    return True
-
-
-class Relay:
-    """Copies a child's stdout and stderr to ours byte for byte, and into a log file while capturing."""
-
-    def __init__(self, log_path: Path, pipes: Sequence[tuple[IO[bytes], int]]) -> None:
-        self._lock = threading.Lock()
-        self._log: IO[bytes] | None = open(log_path, "ab")  # noqa: SIM115 - closed by stop_capture()
-        self._threads = [threading.Thread(target=self._pump, args=pair, daemon=True) for pair in pipes]
-        for thread in self._threads:
-            thread.start()
-
-    def _pump(self, pipe: IO[bytes], fd: int) -> None:
-        writable = True
-        with pipe:
-            while chunk := os.read(pipe.fileno(), 1 << 16):
-                writable = writable and _write_all(fd, chunk)  # our stream gone: keep draining the pipe
-                with self._lock:
-                    if self._log is not None:
-                        self._log.write(chunk)
-                        self._log.flush()
-
-    def stop_capture(self) -> None:
-        with self._lock:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        for thread in self._threads:
-            thread.join(timeout_s)
-        self.stop_capture()
-
-
-class TeeServer(ServerProcess):
-    """A :class:`ServerProcess` whose output is relayed to our stdout/stderr (and its log, until kept)."""
-
-    relay: Relay | None = None
-
-    def start(self) -> None:
-        if self.state is not ServerState.UNSTARTED:
-            raise RuntimeError(f"server already {self.state.value}; start a new TeeServer")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(self.env or {})}, start_new_session=True,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        self._proc, self._pgid = proc, proc.pid
-        self.started_at = time.monotonic()
-        self.state = ServerState.STARTING
-        self.relay = Relay(self.log_path, [(proc.stdout, 1), (proc.stderr, 2)])
-
-    def wait(self) -> int:
-        """Block until the leader exits; its exit status (negative: the signal that ended it)."""
-        assert self._proc is not None
-        self.exit_code = self._proc.wait()
-        return self.exit_code
-
-    def stop(self, grace_s: float = 15.0, port_wait_s: float = 10.0) -> int | None:
-        code = super().stop(grace_s, port_wait_s)
-        if self.relay is not None:
-            self.relay.close()
-        return code
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return (lines[0] if lines else "no output")[:limit]
 
 
 def _slug(label: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-class SignalForwarder:
-    """From the first launch attempt on, SIGTERM and SIGINT go to the server's process group.
-
-    A signal that arrives while a candidate starts is forwarded too (a supervisor may stop us the
-    moment the server answers, before our readiness poll has seen it); once a server process exists,
-    its exit status is ours. A signal before any launch makes :meth:`check` raise ``KeyboardInterrupt``.
-    The ``KILL_ON_SIGNAL``-th signal SIGKILLs the group.
-    """
-
-    def __init__(self) -> None:
-        self.received = 0
-        self._pgid: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> SignalForwarder:
-        self._previous = {sig: signal.signal(sig, self._forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-
-    def _forward(self, signum: int, frame: FrameType | None) -> None:
-        self.received += 1
-        self._kill(signal.SIGKILL if self.received >= KILL_ON_SIGNAL else signum)
-
-    def _kill(self, signum: int) -> None:
-        if self._pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._pgid, signum)
-
-    def attach(self, pgid: int | None) -> None:
-        """Forward to this group from now on (and pass on a signal that came while it was being started)."""
-        self._pgid = pgid
-        if self.received:
-            self._kill(signal.SIGTERM)
-
-    def check(self) -> None:
-        if self.received:
-            raise KeyboardInterrupt
 
 
 def start_candidate(
@@ -493,7 +268,7 @@ def launch(
                 say(f"WARNING: serving {candidate.label} because the candidates before it failed to start")
             return server
         assert crash is not None
-        failure = f"{candidate.label}: {crash.category}: {_first_line(crash.root_cause)}"
+        failure = f"{candidate.label}: {crash.category}: {first_line(crash.root_cause)}"
         if crash.is_environment:
             raise ServeError(f"{failure} (log: {log_path}); no configuration can fix that")
         failures.append(failure)
@@ -580,6 +355,7 @@ def obtain(spec: TuneSpec, request: ServeRequest, say: Say) -> tuple[TunedResult
         spec = dataclasses.replace(spec, study_name=f"{base}-{time.strftime('%Y%m%d-%H%M%S')}")
     from .export import result_document
     from .progress import make_progress
+    from .search.preflight import tune_checked
 
     result = tune_checked(spec, make_progress(request.quiet))
     if result.winner is None and result.best_miss is None:
@@ -654,7 +430,7 @@ def serve(request: ServeRequest, *, say: Say = warn) -> int:
     saved = read_config(request.config_path, spec.model) if request.config_path else None
     if saved is not None:
         spec = dataclasses.replace(spec, model=saved.model)
-    engine = make_engine(spec)
+    engine = engine_for(spec)
     with reserve_port(frontend.host, frontend.port):  # released just before the final server binds it
         if saved is not None:
             result, source, extra = saved, Source("--config", saved.origin), pinned
@@ -666,7 +442,7 @@ def serve(request: ServeRequest, *, say: Say = warn) -> int:
     if request.output_file:
         import tomli_w
 
-        from .export import write_atomic
+        from .files import write_atomic
 
         write_atomic(request.output_file, tomli_w.dumps(dict(result.document)))
     if not result.has_winner:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import InputError
-from .sim.args import ArgparseExit, parse_serve_args
-from .sim.catalog import GpuSpec
-from .sim.config import batch_defaults
 from .units import parse_size
+from .vllm_rules.args import ArgparseExit, parse_serve_args
+from .vllm_rules.catalog import GpuSpec
+from .vllm_rules.config import batch_defaults
+from .vllm_rules.limits import DEFAULT_GPU_MEMORY_UTILIZATION
 
 Config = dict[str, Any]
 
@@ -176,7 +177,12 @@ def _graphs_on(config: Mapping[str, Any]) -> bool:
 
 
 def default_knobs(gpu: GpuSpec, *, tune_max_model_len: bool = False, max_model_len: int | None = None) -> list[Knob]:
-    """vLLM 0.32's tuning knobs for this hardware (vllm-facts.md §1.2, §1.3)."""
+    """vLLM 0.32's tuning knobs for this hardware.
+
+    Batch defaults from ``EngineArgs.get_batch_defaults`` (``vllm/engine/arg_utils.py``); the other defaults and
+    allowed values from vLLM's config classes (``vllm/config/scheduler.py``, ``vllm/config/cache.py``,
+    ``vllm/config/compilation.py``) and the CPU platform (``vllm/platforms/cpu.py``: block size 128).
+    """
     default_tokens, default_seqs = batch_defaults(gpu, 1)
     knobs = [
         Knob("max_num_seqs", "int", 1, max(default_seqs, 256), log=True, default=default_seqs),
@@ -187,7 +193,7 @@ def default_knobs(gpu: GpuSpec, *, tune_max_model_len: bool = False, max_model_l
         knobs.append(Knob("block_size", "categorical", choices=(32, 64, 128, 256), default=128))
         knobs.append(Knob("optimization_level", "categorical", choices=(0, 2), default=2))
     else:
-        knobs.append(Knob("gpu_memory_utilization", "float", 0.70, 0.97, default=0.92))
+        knobs.append(Knob("gpu_memory_utilization", "float", 0.70, 0.97, default=DEFAULT_GPU_MEMORY_UTILIZATION))
         knobs.append(Knob("block_size", "categorical", choices=(16, 32), default=16))
         knobs.append(Knob("optimization_level", "categorical", choices=(0, 1, 2), default=2))
         knobs.append(Knob("max_cudagraph_capture_size", "int", 8, 1024, log=True, condition=_graphs_on, default=None))

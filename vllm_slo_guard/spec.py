@@ -20,6 +20,8 @@ from .bench.workload import WorkloadSpec
 from .errors import InputError, SloGuardError
 from .units import parse_duration
 
+SIM_NEEDS_GPU = "--engine sim needs --gpu (e.g. --gpu A100-40GB) or SLO_GUARD_SIM_GPU"
+
 SLO_METRICS = ("ttft", "tpot", "itl", "e2el")
 _SLO_RE = re.compile(
     r"^\s*(?:(?P<metric>[a-z0-9]+)\s*:\s*(?P<stat>p\d+(?:\.\d+)?|mean|median)\s*=\s*)?(?P<value>.+?)\s*$"
@@ -148,6 +150,12 @@ SIM_MODES = ("virtual", "server")
 DEVICES = ("auto", "cuda", "cpu")
 
 
+def require_sim_gpu(engine: str, gpu: str | None) -> None:
+    """The simulated engine simulates one GPU model: it must be named."""
+    if engine == "sim" and not gpu:
+        raise InputError(SIM_NEEDS_GPU)
+
+
 @dataclass(frozen=True)
 class TuneSpec:
     """Everything that defines one tuning run: what to tune, against which SLOs, where, for how long.
@@ -205,8 +213,7 @@ class TuneSpec:
             raise InputError(f"confirm_top_k must not be negative, got {self.confirm_top_k}")
         if self.gpu_count < 1:
             raise InputError(f"gpu_count must be at least 1, got {self.gpu_count}")
-        if self.engine == "sim" and not self.gpu:
-            raise InputError("the simulated engine needs a GPU (e.g. --gpu A100-40GB, or SLO_GUARD_SIM_GPU)")
+        require_sim_gpu(self.engine, self.gpu)
         self.workload.validate()
 
     @property
@@ -215,8 +222,9 @@ class TuneSpec:
 
     def trial_device(self) -> Any:
         """The ``guard.Device`` the trials run on: the simulated GPU, or this machine's (NVML / CPU node)."""
-        from .guard import Device, cpu_device, detect_device
-        from .sim.catalog import resolve_gpu
+        from .guard import cpu_device, detect_device
+        from .vllm_rules.catalog import resolve_gpu
+        from .vllm_rules.startup import Device
 
         if self.engine == "sim":
             return Device(resolve_gpu(self.gpu or ""), count=self.gpu_count)
@@ -236,7 +244,7 @@ class TuneSpec:
     def vllm_version(self) -> str:
         """The vLLM version the trials run (the simulator models vLLM 0.32)."""
         if self.engine == "sim":
-            from .sim.evaluator import VLLM_VERSION
+            from .vllm_rules.limits import VLLM_VERSION
 
             return VLLM_VERSION
         if self.vllm_cmd:
@@ -252,7 +260,7 @@ class TuneSpec:
 
     def identity(self, hardware: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """What defines the study (budgets, timeouts and where it is stored do not)."""
-        from .modelinfo import load_model_arch
+        from .vllm_rules.modelinfo import load_model_arch
 
         arch = dataclasses.asdict(load_model_arch(self.model))
         for key in ("name", "source"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .sim.tokenizer import vocabulary
+from .bench.sim_tokenizer import vocabulary
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 

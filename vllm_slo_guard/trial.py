@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .bench.loadgen import STOP_NO_MODEL, STOP_SERVER_DEAD, LoadGenConfig, LoadResult, run_load
+from .bench.capacity import find_capacity
 from .bench.metrics import RequestRecord
 from .bench.promscrape import ServerStats, sample_peak_kv, scrape
+from .bench.run import STOP_NO_MODEL, STOP_SERVER_DEAD, LoadGenConfig, LoadResult, run_load
 from .bench.workload import WorkloadSpec
 from .engine.crash import CrashReport, classify, startup_crash
 from .engine.engines import Engine
 from .engine.launcher import ServerProcess, free_port
-from .search.objective import find_capacity
 from .spec import Slo, Timeouts, certain_violation, normalized_violation, percentiles_needed
 
 TRIAL_HOST = "127.0.0.1"  # trial servers never listen beyond loopback
@@ -115,7 +115,7 @@ def run_trial(
     """Run one trial of ``engine_args`` and return its figures or its crash.
 
     ``capacity``: instead of one measurement at the workload's rate, search the highest request rate
-    that meets every SLO on this one running server (``search.objective.find_capacity``); the
+    that meets every SLO on this one running server (``bench.capacity.find_capacity``); the
     result's ``capacity`` holds it and ``metrics`` are those of the best passing probe (or the lowest
     probe when none passed). ``stop_early``: end a measurement as soon as a percentile SLO can no
     longer be met (``spec.certain_violation``).

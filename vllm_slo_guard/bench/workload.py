@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError, InputError
-from ..sim.tokenizer import VOCAB_SIZE, SimTokenizer
+from .sim_tokenizer import VOCAB_SIZE, SimTokenizer
 
 # ShareGPT pruning rules of vLLM's ``is_valid_sequence`` (defaults used by its sharegpt sampler).
 SHAREGPT_MIN_LEN = 4

@@ -1,4 +1,4 @@
-"""How to start a server for one configuration: the real ``vllm serve`` or the simulated engine.
+"""How to start the real vLLM server for one configuration (the simulated one is ``engine/sim.py``).
 
 An engine turns (model, ``vllm serve`` flags, host, port) into an argv list and an environment.
 Pass-through flags are forwarded unchanged; the tuner never adds ``--disable-log-stats`` (it would
@@ -46,7 +46,8 @@ def flag_value(args: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def _check_forwarded(args: Sequence[str]) -> None:
+def check_forwarded(args: Sequence[str]) -> None:
+    """Refuse pass-through flags that would blind the measurement."""
     for flag in _FORBIDDEN:
         if has_flag(args, flag):
             raise SloGuardError(f"{flag} removes the vllm: metrics the tuner reads; drop it from the command line")
@@ -60,32 +61,6 @@ class Engine(Protocol):
     def argv(self, model: str, engine_args: Sequence[str], host: str, port: int) -> list[str]: ...
 
     def env(self) -> dict[str, str]: ...
-
-
-@dataclass
-class SimEngine:
-    """The built-in simulated vLLM server (``python -m vllm_slo_guard.sim.server``)."""
-
-    gpu: str
-    gpu_count: int = 1
-    seed: int = 0
-    fault: str | None = None  # SLO_GUARD_SIM_FAULT for tests
-    extra_env: dict[str, str] = field(default_factory=dict)
-    name: str = "sim"
-
-    def argv(self, model: str, engine_args: Sequence[str], host: str, port: int) -> list[str]:
-        _check_forwarded(engine_args)
-        return [
-            sys.executable, "-m", "vllm_slo_guard.sim.server", model, *engine_args,
-            "--host", host, "--port", str(port),
-            "--sim-gpu", self.gpu, "--sim-gpu-count", str(self.gpu_count), "--sim-seed", str(self.seed),
-        ]  # fmt: skip
-
-    def env(self) -> dict[str, str]:
-        env = dict(self.extra_env)
-        if self.fault:
-            env["SLO_GUARD_SIM_FAULT"] = self.fault
-        return env
 
 
 @lru_cache(maxsize=1)
@@ -146,7 +121,7 @@ class VllmEngine:
     name: str = "vllm"
 
     def argv(self, model: str, engine_args: Sequence[str], host: str, port: int) -> list[str]:
-        _check_forwarded(engine_args)
+        check_forwarded(engine_args)
         prefix = resolve_vllm_command(self.vllm_cmd)
         if any(API_SERVER_MODULE in part for part in prefix):
             model_args = ["--model", model]

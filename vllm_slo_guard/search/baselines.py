@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..outcome import Outcome
+from ..outcome import Outcome, TrialPhase
 from ..space import Config, Space, vllm_defaults
 from .base import SearchContext, rng_for
 from .optuna_bridge import ask_config, replay_study, tpe_sampler
@@ -26,7 +26,7 @@ class RandomSearcher:
         self.context = context
 
     def ask(self, trial_number: int) -> tuple[Config, str]:
-        return self.context.space.sample(rng_for(self.context.seed, trial_number)), "random"
+        return self.context.space.sample(rng_for(self.context.seed, trial_number)), TrialPhase.RANDOM
 
     def tell(self, trial_number: int, outcome: Outcome) -> None:
         """Random search learns nothing."""
@@ -91,8 +91,8 @@ class GridSearcher:
 
     def ask(self, trial_number: int) -> tuple[Config, str]:
         if trial_number < len(self.points):
-            return dict(self.points[trial_number]), "grid"
-        return self.context.space.sample(rng_for(self.context.seed, trial_number)), "random"
+            return dict(self.points[trial_number]), TrialPhase.GRID
+        return self.context.space.sample(rng_for(self.context.seed, trial_number)), TrialPhase.RANDOM
 
     def tell(self, trial_number: int, outcome: Outcome) -> None:
         """A grid learns nothing."""
@@ -115,7 +115,7 @@ class TpeSearcher:
     def ask(self, trial_number: int) -> tuple[Config, str]:
         seed = rng_for(self.context.seed, trial_number, "tpe").getrandbits(32)
         study = replay_study(self.context, self.history, tpe_sampler(seed, self.n_startup_trials))
-        return ask_config(study, self.context.space), "tpe"
+        return ask_config(study, self.context.space), TrialPhase.TPE
 
     def tell(self, trial_number: int, outcome: Outcome) -> None:
         if outcome.reused_from is None:  # a repeated config is replayed once

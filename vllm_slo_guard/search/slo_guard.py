@@ -1,9 +1,10 @@
 """SLO-Guard: Thermal Budget Annealing to explore, then warm-started constrained TPE to exploit.
 
 Exploration starts at vLLM's defaults (trial 0) and walks from there at once, without the random
-starts of the plain TBA: in the study's scenarios most random configs missed the SLO by far (80% on
-the H100 chat scenario), while one-knob moves from the defaults kept meeting it and found the large
-gains (median regret on that scenario 5.0% with two random starts, 1.9% without).
+starts of the plain TBA: a random config of the space often misses the SLO by far and teaches the walk
+little, while one-knob moves from vLLM's defaults tend to keep meeting it and reach the large gains (fp8
+KV cache, the token budget, chunked prefill), so random starts spend scarce trials far from them (the
+study's figures: ``docs/study.md``).
 
 Handoff rule (checked at every ask on the number ``n`` of outcomes told so far; with budget ``B``):
 
@@ -22,12 +23,11 @@ counts only grow, so once handed off a run stays handed off (also after a resume
 
 After the handoff the exploit phase alternates two proposals. Every other trial (even numbers) moves
 one knob of the best point so far (the annealing's rotation, step and pattern rules, an unseen config): with
-15 trials a 9-knob TPE model is still coarse, and in the study's scenarios the last few percent came
-from single-knob refinements of the incumbent that TPE sampled too rarely (chat on H100: median
-regret 22% with TPE alone, 3% alternating). The other trials ask TPE, which replays *all* history
-(crashes and guarded points at ``CRASH_VIOLATION``, SLO misses at their normalized violation, the
-repaired params) into a multivariate TPE with
-``n_startup_trials=0``, seeded per trial by ``rng_for``. Repair happens in the tuner: a proposal is
+15 trials a 9-knob TPE model is still coarse, and the last few percent tend to come from single-knob
+refinements of the incumbent, which TPE samples too rarely on its own (the study's figures:
+``docs/study.md``). The other trials ask TPE, which replays *all* history (crashes and guarded points at
+``CRASH_VIOLATION``, SLO misses at their normalized violation, the repaired params) into a multivariate
+TPE with ``n_startup_trials=0``, seeded per trial by ``rng_for``. Repair happens in the tuner: a proposal is
 compared with the keys of the configs told by its repaired key when ``SearchContext.canonical`` is
 given, else by its unrepaired key; a repeat is re-asked with another seed up to ``max_reasks`` times,
 then replaced by an unseen annealing neighbour of the best point.
@@ -35,7 +35,7 @@ then replaced by an unseen annealing neighbour of the best point.
 
 from __future__ import annotations
 
-from ..outcome import Outcome
+from ..outcome import Outcome, TrialPhase
 from ..space import Config
 from .base import SearchContext, predicted_to_fail, repaired_key, rng_for
 from .optuna_bridge import ask_config, replay_study, tpe_sampler
@@ -67,7 +67,7 @@ class SloGuardSearcher:
         self.context = context
         self.min_explore, self.max_explore, self.min_feasible = handoff_bounds(context.budget)
         self.max_reasks = max_reasks
-        self.tba = TbaSearcher(context, phase="explore", n_initial_random=INITIAL_RANDOM)
+        self.tba = TbaSearcher(context, phase=TrialPhase.EXPLORE, n_initial_random=INITIAL_RANDOM)
         self.history: list[tuple[int, Outcome]] = []
 
     @property
@@ -84,11 +84,11 @@ class SloGuardSearcher:
     def ask(self, trial_number: int) -> tuple[Config, str]:
         if not self.handed_off:
             config, _ = self.tba.ask(trial_number)
-            return config, "explore"
+            return config, TrialPhase.EXPLORE
         if trial_number % LOCAL_EVERY == 0 and self.tba.best is not None:
             rng = rng_for(self.context.seed, trial_number, "local")
-            return self.tba.neighbour_unseen(self.tba.best.config, trial_number, rng), "exploit"
-        return self._exploit(trial_number), "exploit"
+            return self.tba.neighbour_unseen(self.tba.best.config, trial_number, rng), TrialPhase.EXPLOIT
+        return self._exploit(trial_number), TrialPhase.EXPLOIT
 
     def tell(self, trial_number: int, outcome: Outcome) -> None:
         if outcome.reused_from is None:  # a repeat (same repaired config) is no new evidence

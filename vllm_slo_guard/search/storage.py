@@ -34,6 +34,7 @@ from ..outcome import Outcome
 from ..paths import cache_dir
 from ..space import Space
 from .optuna_bridge import quiet_optuna, replay_params, space_distributions
+from .result import TrialRecord
 
 STUDY_FORMAT = 1
 FAILED_VALUE = {"minimize": 1e6, "maximize": 0.0}  # a crash's stand-in objective (seconds / req/s)
@@ -41,27 +42,6 @@ FAILED_VALUE = {"minimize": 1e6, "maximize": 0.0}  # a crash's stand-in objectiv
 
 class StudyError(SloGuardError):
     """The study cannot be opened, is missing, or belongs to a different tuning spec."""
-
-
-@dataclass
-class TrialRecord:
-    """One stored evaluation. ``number`` is the searcher's trial number (for a confirmation: the
-    number of the trial it re-measures); ``counted`` says whether it used up budget."""
-
-    number: int
-    outcome: Outcome
-    counted: bool
-    cost_s: float
-    wall_s: float = 0.0
-    confirm_after: int | None = None  # confirmations: how many search trials the study had then
-
-    @property
-    def phase(self) -> str:
-        return self.outcome.phase
-
-    @property
-    def is_confirm(self) -> bool:
-        return self.confirm_after is not None
 
 
 def default_storage_url() -> str:

@@ -7,7 +7,11 @@ violation (``Outcome.constraint``: crashes and guarded points at 100, SLO misses
 first feasible point on it optimises the objective among feasible points only, and infeasible results
 just cool or reheat the temperature.
 
-Fixes to the reference (slo-guard-reference.md §1, §9):
+Fixes to the reference (SLO-Guard's own implementation, github.com/Chrislysen/SLO-Guard,
+``optimizer/tba_tpe_hybrid.py``), which judged moves by SLO violations in raw milliseconds, stepped every
+number on a linear scale (even log knobs; half of its integer steps were ±1), re-ran configs it had already
+evaluated, could lower the temperature when reheating, banned a value for a fixed cooldown after three
+failures, and did not restore its random state on resume:
 - acceptance ``exp(−Δ/(T·scale))`` on the normalized violation (scale 0.25: at T = 1 a move half a
   2× miss worse was accepted 60% of the time with scale 1, and the walk wandered off), not raw milliseconds
   (whose scale ≈ 1020 made every move acceptable), and for objectives on the observed feasible range;
@@ -17,9 +21,9 @@ Fixes to the reference (slo-guard-reference.md §1, §9):
   the told configs by their repaired key when the context carries the tuner's repair
   (``SearchContext.canonical``), else unrepaired (and the tuner reuses the outcome of a repeat);
 - one knob moves per step and every knob gets one turn per cycle (knob rotation; the first cycle in
-  ``FIRST_CYCLE`` order, later ones seeded): near vLLM's defaults single-knob changes (fp8 KV cache,
-  a smaller token budget, chunked prefill off) decide most scenarios of the study, and a random pick
-  left some knobs unvisited for a whole run;
+  ``FIRST_CYCLE`` order, later ones seeded): near vLLM's defaults the large gains are single-knob
+  changes (fp8 KV cache, a smaller token budget, chunked prefill off), and a random pick can leave a
+  knob unvisited for a whole run;
 - a quarter of the numeric moves jump 1–3 octaves (a third of the range or more on linear knobs): the
   best values often sit at a range end (e.g. the smallest token budget for a TPOT SLO), beyond the
   reach of a temperature-scaled Gaussian step;
@@ -32,7 +36,9 @@ Fixes to the reference (slo-guard-reference.md §1, §9):
 - the first probe from a point that misses an SLO moves the token budget the way vLLM's tuning guide
   says helps the missed metric (:func:`budget_hint`: smaller for TPOT/ITL, larger for TTFT), and so
   does the first probe from the first feasible point of a TPOT/ITL objective; the compass then repeats
-  it as above (tight-slo scenario: mean regret of 20 seeds 66% without, 0% with);
+  it as above. Without the hint the walk learns the budget's direction only by trial, and a tight TPOT
+  SLO that only a much smaller budget meets can stay missed for the whole run (the study's figures:
+  ``docs/study.md``);
 - the crash blacklist is soft (see :class:`CrashMemory`);
 - all randomness comes from ``rng_for(seed, n, purpose)``, and the state is a function of the told
   outcomes only, so a resumed run continues exactly.
@@ -45,7 +51,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..outcome import Outcome, rank_key
+from ..outcome import Outcome, TrialPhase, rank_key
 from ..space import Config, Knob, Space, config_key, vllm_defaults
 from .base import SearchContext, predicted_to_fail, repaired_key, rng_for
 
@@ -233,7 +239,7 @@ class TbaSearcher:
         context: SearchContext,
         *,
         n_initial_random: int | None = None,
-        phase: str = "explore",
+        phase: TrialPhase = TrialPhase.EXPLORE,
         start_from_defaults: bool = True,
     ) -> None:
         self.context = context

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..bench.sim_tokenizer import VOCAB_SIZE, SimTokenizer
 from .engine import RequestRejected
 from .messages import ENGINE_DEAD_MESSAGE, VLLM_VERSION
 from .openai_bodies import (
@@ -37,7 +38,6 @@ from .request_parsing import (
     validated_token_ids,
 )
 from .sse import SseResponse
-from .tokenizer import VOCAB_SIZE, SimTokenizer
 
 # (path, methods) of every route, in the order vLLM lists its routes at startup
 ROUTES = (

@@ -8,17 +8,19 @@ One engine step runs the scheduled tokens of every request through all layers. I
   (few tokens) streams the weights and is memory-bound, prefill is compute-bound. Decode attention
   reads the KV cache; prefill attention grows with context. LM head only for sampled rows. Tensor
   parallel adds two all-reduces per layer.
-- **Execution mode**, chosen like vLLM's CUDA-graph dispatcher: a uniform-decode batch whose padded
-  size is a FULL capture size (≤ max_num_seqs) replays a FULL graph; other batches up to the largest
-  capture size replay PIECEWISE graphs (attention runs outside the graph: a per-layer cost); larger
-  batches run compiled code without a graph, and ``--enforce-eager``/``-O0`` run eagerly (the largest
-  per-layer launch cost).
+- **Execution mode**, chosen like vLLM's CUDA-graph dispatcher (``vllm/v1/cudagraph_dispatcher.py``; the
+  capture sizes come from ``vllm/config/vllm.py``): a uniform-decode batch whose padded size is a FULL
+  capture size (≤ max_num_seqs) replays a FULL graph; other batches up to the largest capture size replay
+  PIECEWISE graphs (attention runs outside the graph: a per-layer cost); larger batches run compiled code
+  without a graph, and ``--enforce-eager``/``-O0`` run eagerly (the largest per-layer launch cost).
 - **CPU**: a per-step cost plus a small per-request cost (scheduling, input preparation, sampling).
 
-Calibration (perf-model.md §2.7, §3.3, §5): with MBU 0.85 and an 11 µs kernel floor the A100 model
-gives 3.3 ms (Qwen2-1.5B) and 11.0 ms (Llama-3-8B) per decode step at batch 1 on A100-80GB, as the
-aiconfigurator kernel tables do; the mode overheads (0.164 ms/layer PIECEWISE, 0.58 ms/layer eager
-on the Colab A100 host) reproduce SLO-Guard's ≈1.9× and ≈4.5× slowdowns.
+Calibration (described in ``docs/architecture.md``): with MBU 0.85 and an 11 µs kernel floor the A100
+model gives 3.3 ms (Qwen2-1.5B) and 11.0 ms (Llama-3-8B) per decode step at batch 1 on A100-80GB, as the
+sum of the GEMM and attention times in aiconfigurator-core's vLLM-collected kernel tables (vLLM 0.14)
+does; the mode overheads (0.164 ms/layer PIECEWISE, 0.58 ms/layer eager on the Colab A100 host) reproduce
+the end-to-end slowdowns over FULL graphs in SLO-Guard's published runs (Qwen2-1.5B, Colab A100-40GB,
+vLLM 0.19): ≈1.9× for PIECEWISE, ≈4.5× for eager.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ import bisect
 import math
 from dataclasses import dataclass
 
-from ..modelinfo import ModelArch
-from .catalog import GpuSpec
-from .config import EngineConfig
+from ..vllm_rules.arch import ModelArch
+from ..vllm_rules.catalog import GpuSpec
+from ..vllm_rules.config import EngineConfig
 
 ATTN_MBU = 0.8  # decode attention streams the KV cache
 ATTN_MFU = 0.5  # prefill attention (flash attention) achieved fraction of peak

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..modelinfo import ModelArch
-from .catalog import GpuSpec
-from .config import EngineConfig
+from ..vllm_rules.arch import ModelArch
+from ..vllm_rules.catalog import GpuSpec
+from ..vllm_rules.config import EngineConfig
+from ..vllm_rules.memory import MemoryPlan
 from .cost import CostModel, StepShape
-from .memory import MemoryPlan
 from .scheduler import Scheduler, SimRequest
 
 STEP_NOISE_CV = 0.02  # per step jitter (kernel timing, host scheduling)

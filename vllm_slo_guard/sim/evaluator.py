@@ -19,15 +19,14 @@ import numpy as np
 
 from ..bench.metrics import RequestRecord, compute_metrics
 from ..bench.workload import WorkloadSpec, arrival_offsets, build_requests
-from ..modelinfo import ModelArch, load_model_arch
-from .args import ArgparseExit, parse_serve_args
-from .catalog import GpuSpec, resolve_gpu
-from .config import EngineConfig, resolve_config
+from ..vllm_rules.arch import ModelArch
+from ..vllm_rules.args import ArgparseExit
+from ..vllm_rules.catalog import GpuSpec, resolve_gpu
+from ..vllm_rules.config import EngineConfig
+from ..vllm_rules.failures import StartupFailure
+from ..vllm_rules.memory import MemoryPlan
+from ..vllm_rules.startup import Device, check_startup
 from .engine import EngineCore, RequestRejected
-from .failures import StartupFailure
-from .memory import MemoryPlan, cpu_block_size_check, plan_memory
-
-VLLM_VERSION = "0.32.0"
 
 
 @dataclass
@@ -60,16 +59,9 @@ def start_server(
 
     Raises ``ArgparseExit`` (exit 2) or ``StartupFailure``.
     """
-    ns = parse_serve_args(list(engine_argv))
-    if not ns.model:
-        raise ArgparseExit(2, "vllm serve: error: the following arguments are required: model_tag\n")
-    arch = load_model_arch(ns.model)
     spec = gpu if isinstance(gpu, GpuSpec) else resolve_gpu(gpu)
-    cfg = resolve_config(ns, arch, spec, gpu_count=gpu_count)
-    plan = plan_memory(cfg, arch, spec, used_bytes=used_bytes)
-    if spec.is_cpu:
-        cpu_block_size_check(cfg)
-    return SimulatedServer(cfg, arch, spec, plan, estimate_startup_s(cfg, arch, spec))
+    check = check_startup(engine_argv, Device(spec, used_bytes=used_bytes, count=gpu_count))
+    return SimulatedServer(check.cfg, check.arch, spec, check.plan, estimate_startup_s(check.cfg, check.arch, spec))
 
 
 @dataclass

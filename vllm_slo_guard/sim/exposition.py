@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .config import EngineConfig
-from .memory import MemoryPlan
+from ..vllm_rules.config import EngineConfig
+from ..vllm_rules.memory import MemoryPlan
 
 # vLLM 0.32's histogram buckets (v1/metrics/buckets.py; seen in metrics_sample_after_1_request.txt)
 TTFT_BUCKETS = (

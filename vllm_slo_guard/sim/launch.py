@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..modelinfo import ModelArch, load_model_arch
 from ..units import parse_duration, parse_size
-from .args import ArgparseExit, parse_serve_args
-from .catalog import GpuSpec, resolve_gpu
+from ..vllm_rules.arch import ModelArch
+from ..vllm_rules.args import MISSING_MODEL, ArgparseExit, parse_serve_args
+from ..vllm_rules.catalog import GpuSpec, resolve_gpu
+from ..vllm_rules.modelinfo import load_model_arch
 from .faults import FAULT_ENV, Fault, parse_fault
 
 GPU_ENV = "SLO_GUARD_SIM_GPU"
@@ -95,7 +96,7 @@ def prepare_launch(argv: Sequence[str], env: Mapping[str, str]) -> Launch:
     flags, engine_argv = split_sim_flags(argv, env)
     ns = parse_serve_args(engine_argv)
     if not ns.model:
-        raise ArgparseExit(2, "vllm serve: error: the following arguments are required: model_tag\n")
+        raise ArgparseExit(2, MISSING_MODEL)
     fault = parse_fault(env.get(FAULT_ENV, ""))
     if flags.gpu is None:
         raise InputError(f"--sim-gpu is required (or set {GPU_ENV}), e.g. --sim-gpu A100-40GB or --sim-gpu cpu")

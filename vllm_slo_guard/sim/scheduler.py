@@ -1,6 +1,8 @@
 """vLLM V1's scheduler and paged KV-cache manager, re-implemented for the simulator.
 
-Semantics follow ``vllm/v1/core/sched/scheduler.py`` and ``kv_cache_manager.py`` (perf-model.md §6.1):
+Semantics follow vLLM's ``vllm/v1/core/sched/scheduler.py`` (``schedule``, ``_preempt_request``),
+``vllm/v1/core/kv_cache_manager.py`` (``allocate_slots``) and ``vllm/v1/core/block_pool.py`` (the null block,
+the LRU free-block queue of ``vllm/v1/core/kv_cache_utils.py``):
 
 - one token budget per step (``max_num_batched_tokens``); running requests first (a decode needs one
   token, a partial prefill continues), then waiting requests FCFS while fewer than ``max_num_seqs``
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .config import EngineConfig
+from ..vllm_rules.config import EngineConfig
 
 
 @dataclass(eq=False)

@@ -14,7 +14,10 @@ Command line (the ``--sim-*`` flags are ours, everything else is parsed exactly 
 Both ``--sim-gpu X`` and ``--sim-gpu=X`` work. A missing or unknown GPU or model is one error line on
 stderr and exit status 1. Argument errors behave like vLLM's: argparse's usage text and status 2.
 
-What it reproduces of vLLM 0.32 (reference/vllm-facts.md §2, §3, §4, §10):
+What it reproduces of vLLM 0.32 (the API server of ``vllm/entrypoints/launchers/api_server/entry.py``, which
+``vllm/entrypoints/openai/api_server.py`` re-exports; the socket of ``vllm/entrypoints/launchers/launcher.py``;
+the log format of ``vllm/logger.py``; the metrics of ``vllm/v1/metrics/loggers.py``; checked against the real
+CPU logs in ``tests/data/vllm-cpu-logs/``):
 
 - the startup sequence on stdout with vLLM's prefixes (GPU or CPU flavour); uvicorn's own lines on
   stderr and its access log on stdout (uvicorn's defaults, which vLLM keeps); ``VLLM_DISABLE_LOG_LOGO``,
@@ -75,11 +78,11 @@ from types import FrameType
 import uvicorn
 
 from ..errors import SloGuardError
+from ..vllm_rules.args import ArgparseExit, non_default_args
+from ..vllm_rules.failures import StartupFailure
 from .api import ROUTES, build_app
-from .args import ArgparseExit, non_default_args
 from .evaluator import SimulatedServer, start_server
 from .exposition import Histogram, _prom_float, bucket_1_2_5
-from .failures import StartupFailure
 from .faults import Fault, parse_fault
 from .launch import Launch, SimFlags, prepare_launch, split_sim_flags
 from .log_format import make_vllm_log

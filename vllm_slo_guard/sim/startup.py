@@ -11,13 +11,13 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..modelinfo import ModelArch
-from .config import EngineConfig, resolve_config
+from ..vllm_rules.arch import ModelArch
+from ..vllm_rules.config import EngineConfig, resolve_config
+from ..vllm_rules.failures import StartupFailure
+from ..vllm_rules.memory import plan_memory, weight_bytes_per_rank
 from .evaluator import SimulatedServer
-from .failures import StartupFailure
 from .launch import Launch
 from .logs import StartupLog
-from .memory import plan_memory, weight_bytes_per_rank
 from .messages import EngineFacts, gib
 
 IMPORT_S = 12.0  # the part of the startup estimate spent importing vLLM (see evaluator.estimate_startup_s)

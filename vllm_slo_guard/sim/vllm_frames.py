@@ -1,7 +1,9 @@
 """The call stacks real vLLM 0.32 prints for each failure the simulator reproduces.
 
 Which frames appear tells a reader (and a crash classifier) which process failed and where, so each
-list copies a real vLLM 0.32 traceback (reference/vllm-facts.md §9, §10 and reference/vllm-cpu-logs/).
+list follows a real vLLM 0.32 traceback: the CPU ones are copied from the real logs in
+``tests/data/vllm-cpu-logs/``, the GPU-only ones follow the call path through vLLM 0.32's source, at the
+file and line each frame names (e.g. ``vllm/v1/worker/gpu_worker.py``, ``vllm/v1/worker/utils.py``).
 """
 
 from __future__ import annotations

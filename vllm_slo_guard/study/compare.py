@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError, SloGuardError
+from ..outcome import TrialStatus
 from ..search.registry import SEARCHERS
-from ..search.storage import MEMORY_URL, TrialRecord
+from ..search.result import TrialRecord
+from ..search.storage import MEMORY_URL
 from .oracle import HELDOUT_SEEDS, ORACLE_SEED, OracleResult, measure, measure_heldout, regret
 from .scenario import Scenario
 from .stats import compare_searchers, summarize
@@ -112,7 +114,7 @@ def run_one(job: RunJob) -> dict[str, Any]:
         "first_feasible": feasible[0] + 1 if feasible else None,
         "post_feasible_consistency": _share(trials[feasible[0] + 1 :] if feasible else [], _ok),
         "handoff_trial": next((i + 1 for i, t in enumerate(trials) if t["phase"] == "exploit"), None),
-        "launched_crashes": sum(1 for r in result.trials if r.outcome.status == "crash" and r.counted),
+        "launched_crashes": sum(1 for r in result.trials if r.outcome.status == TrialStatus.CRASH and r.counted),
         "guarded": result.counts.guarded,
         "sim_cost_s": result.total_cost_s,
         "wall_s": time.perf_counter() - started,

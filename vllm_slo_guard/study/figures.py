@@ -9,9 +9,8 @@ Drawn from the compare report dict alone (nothing re-run), as PNG files:
 - ``trial_phases.png``: every trial of every seed coloured by outcome, exploit (TPE) trials dotted, so
   each seed's TBA → TPE handoff and what it cost in crashes and SLO misses is visible at a glance.
 
-Conventions are ``report``'s: matplotlib is an optional extra imported lazily, figures are
-``matplotlib.figure.Figure`` objects (no pyplot, so no global state, no GUI backend and nothing to
-close; saving renders with Agg), and the outcome colours are the same. Percent axes are symlog,
+The style is ``report.style``, the one ``vllm-tune report`` draws with: the same outcome colours,
+fonts and Agg-only figures, matplotlib an optional extra imported lazily. Percent axes are symlog,
 linear below 1 %, so a regret of 0.3 % is not drawn on top of 0 % and 100 % still fits.
 """
 
@@ -26,7 +25,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError, SloGuardError
-from ..report import DPI, STYLES, matplotlib_available
+from ..report.data import HANDOFF_PHASE as EXPLOIT_PHASE
+from ..report.style import (
+    GRID_ALPHA,
+    HANDOFF_LABEL,
+    LABEL_SIZE,
+    MARKER_EDGE,
+    MUTED,
+    SMALL_SIZE,
+    STYLES,
+    TEXT_SIZE,
+    bottom_legend,
+    matplotlib_available,
+    matplotlib_hint,
+    new_figure,
+    plain_numbers,
+    save_png,
+    title,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,11 +57,10 @@ NO_WINNER_REGRET = 1.0  # what a run (or a trial prefix) with no feasible config
 NEAR_OPTIMUM = 0.10  # feasible trials within 10 % of the optimum get a colour of their own
 TARGET_REGRET = 0.05  # the dashed line of the box plot
 LINTHRESH_PERCENT = 1.0  # symlog: linear below 1 %, logarithmic above
-EXPLOIT_PHASE = "exploit"  # SLO-Guard's TPE phase (report.HANDOFF_PHASE)
 # Okabe-Ito: colour-blind safe; a searcher keeps its colour in every figure
 SEARCHER_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 JITTER = 0.18  # half-width of the dots' spread around a box
-MATPLOTLIB_HINT = f'pip install "vllm-slo-guard[report]" gives the figures ({", ".join(FIGURES)})'
+MATPLOTLIB_HINT = matplotlib_hint(FIGURES)
 
 
 class FiguresUnavailableError(SloGuardError):
@@ -176,23 +191,19 @@ def searcher_color(index: int) -> str:
 
 def _percent_axis(ax: Axes) -> None:
     """A symlog percent y axis: 0.3 % is visibly above 0 %, 100 % still fits."""
-    from matplotlib.ticker import FuncFormatter
-
     ax.set_yscale("symlog", linthresh=LINTHRESH_PERCENT)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    plain_numbers(ax.yaxis, "%")
     ax.set_ylim(-0.1, 100 * NO_WINNER_REGRET * 1.6)
-    ax.grid(True, axis="y", which="major", alpha=0.3)
+    ax.grid(True, axis="y", which="major", alpha=GRID_ALPHA)
 
 
 def _no_data(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="grey")
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color=MUTED)
 
 
 def best_so_far_figure(report: Mapping[str, Any]) -> Figure:
     """Median best-so-far regret per searcher with its interquartile band: speed and reliability at once."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
+    fig = new_figure((9, 5.5))
     ax = fig.subplots()
     length = trial_count(report)
     x = np.arange(1, length + 1)
@@ -208,59 +219,55 @@ def best_so_far_figure(report: Mapping[str, Any]) -> Figure:
     _percent_axis(ax)
     if drawn:
         ax.set_xlim(1, max(length, 2))
-        ax.legend(fontsize=8, title="median, band = 25th–75th percentile", title_fontsize=8)
+        ax.legend(fontsize=TEXT_SIZE, title="median, band = 25th–75th percentile", title_fontsize=TEXT_SIZE)
     else:
         _no_data(ax, "no runs")
     ax.set_xlabel("trial (counted)")
     ax.set_ylabel("best-so-far regret (no feasible config yet = 100%)")
-    fig.suptitle(scenario_title(report, "best-so-far regret by trial"), fontsize=10)
+    title(fig, scenario_title(report, "best-so-far regret by trial"))
     return fig
 
 
 def regret_boxes_figure(report: Mapping[str, Any]) -> Figure:
     """Final regret per searcher across seeds: the box for the spread, the dots so no seed hides in it."""
-    from matplotlib.figure import Figure
-
     groups = runs_by_searcher(report)
-    fig = Figure(figsize=(max(5.0, 1.5 * len(groups) + 2.5), 5.2), layout="constrained")
+    fig = new_figure((max(5.0, 1.5 * len(groups) + 2.5), 5.2))
     ax = fig.subplots()
     for index, runs in enumerate(groups.values()):
         values = 100 * np.array([as_regret(r.get("regret")) for r in runs])
         if values.size:
             _box(ax, index + 1, values, searcher_color(index))
-    ax.axhline(100 * TARGET_REGRET, color="grey", linestyle="--", linewidth=1.1, label=f"{TARGET_REGRET:.0%} regret")
+    ax.axhline(100 * TARGET_REGRET, color=MUTED, linestyle="--", linewidth=1.1, label=f"{TARGET_REGRET:.0%} regret")
     _percent_axis(ax)
-    ax.set_xticks(range(1, len(groups) + 1), [f"{n}\n(n={len(r)})" for n, r in groups.items()], fontsize=9)
+    ax.set_xticks(range(1, len(groups) + 1), [f"{n}\n(n={len(r)})" for n, r in groups.items()], fontsize=LABEL_SIZE)
     ax.set_xlim(0.4, len(groups) + 0.6)
     ax.set_ylabel("final regret of the best config (no winner = 100%)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=TEXT_SIZE, loc="upper right")
     if not groups:
         _no_data(ax, "no runs")
-    fig.suptitle(scenario_title(report, "final regret across seeds"), fontsize=10)
+    title(fig, scenario_title(report, "final regret across seeds"))
     return fig
 
 
 def _box(ax: Axes, position: int, values: np.ndarray, color: str) -> None:
     ax.boxplot([values], positions=[position], widths=0.55, showfliers=False, patch_artist=True,
                boxprops={"facecolor": color, "alpha": 0.25}, medianprops={"color": color, "linewidth": 2})  # fmt: skip
-    ax.scatter(position + jitter_offsets(values.size), values, s=22, color=color, edgecolors="white", linewidths=0.5,
-               zorder=3)  # fmt: skip
+    ax.scatter(position + jitter_offsets(values.size), values, s=22, color=color, edgecolors=MARKER_EDGE,
+               linewidths=0.5, zorder=3)  # fmt: skip
 
 
 def trial_phases_figure(report: Mapping[str, Any]) -> Figure:
     """Every trial of every seed by outcome, exploit trials dotted: the handoff and its cost per seed."""
-    from matplotlib.figure import Figure
-
     groups = runs_by_searcher(report) or {"(no searcher)": []}
     length = max(trial_count(report), 1)
     heights = [0.6 + min(0.22 * max(len(runs), 1), 4.0) for runs in groups.values()]  # inches; 30 seeds still fit
-    fig = Figure(figsize=(10, 1.2 + sum(heights)), layout="constrained")
+    fig = new_figure((10, 1.2 + sum(heights)))
     axes = fig.subplots(len(groups), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     for ax, (name, runs) in zip(axes, groups.items(), strict=True):
         _phase_panel(ax, name, runs, length)
     axes[-1].set_xlabel("trial (counted)")
-    fig.legend(handles=_phase_legend(), loc="outside lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(scenario_title(report, "trials by outcome (rows: seeds; dots: exploit / TPE phase)"), fontsize=10)
+    bottom_legend(fig, _phase_legend(), ncol=4)
+    title(fig, scenario_title(report, "trials by outcome (rows: seeds; dots: exploit / TPE phase)"))
     return fig
 
 
@@ -283,7 +290,7 @@ def _phase_panel(ax: Axes, name: str, runs: Sequence[Mapping[str, Any]], length:
     ax.set_xlim(0.5, length + 0.5)
     ax.set_ylim(max(len(runs), 1) - 0.5, -0.5)  # seed 0 on top
     _seed_ticks(ax, [r.get("seed", i) for i, r in enumerate(runs)])
-    ax.set_ylabel(f"{name}\nseed", fontsize=9)
+    ax.set_ylabel(f"{name}\nseed", fontsize=LABEL_SIZE)
 
 
 def _handoff_bars(ax: Axes, exploit: np.ndarray) -> None:
@@ -298,7 +305,7 @@ def _seed_ticks(ax: Axes, seeds: Sequence[int]) -> None:
     """Every seed labelled when they fit, about ten labels otherwise."""
     step = max(1, math.ceil(len(seeds) / 10))
     positions = list(range(0, len(seeds), step))
-    ax.set_yticks(positions, [str(seeds[i]) for i in positions], fontsize=7)
+    ax.set_yticks(positions, [str(seeds[i]) for i in positions], fontsize=SMALL_SIZE)
 
 
 def _phase_legend() -> list[Any]:
@@ -308,7 +315,7 @@ def _phase_legend() -> list[Any]:
     handles: list[Any] = [Patch(facecolor=c.color, edgecolor="#999999", label=c.label) for c in CELLS[1:]]
     handles.append(Line2D([], [], linestyle="", marker="o", markersize=3.5, markerfacecolor="white",
                           markeredgecolor="black", label="exploit (TPE) trial"))  # fmt: skip
-    handles.append(Line2D([], [], color="black", linewidth=2.2, label="TBA → TPE handoff"))
+    handles.append(Line2D([], [], color="black", linewidth=2.2, label=HANDOFF_LABEL))
     return handles
 
 
@@ -335,7 +342,7 @@ def write_figures(report: Mapping[str, Any], out_dir: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, fig in render_figures(report):
-            fig.savefig(folder / name, dpi=DPI)
+            save_png(fig, folder / name)
             written.append(folder / name)
     except OSError as exc:
         raise InputError(f"cannot write the figures to {folder}: {exc.strerror or exc}") from None

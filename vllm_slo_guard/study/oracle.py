@@ -29,11 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..guard import Device
+from ..outcome import TrialStatus
 from ..search.evaluators import VirtualSimEvaluator
-from ..search.tuner import Problem, build_problem
-from ..sim.catalog import resolve_gpu
+from ..search.problem import Problem, build_problem
 from ..space import Config, Knob, config_key
+from ..vllm_rules.catalog import resolve_gpu
+from ..vllm_rules.startup import Device
 from .scenario import Scenario
 
 ORACLE_SEED = 12345  # the study's landscape: every grid point and every search trial replay this sample
@@ -96,7 +97,7 @@ def measure_heldout(scenario: Scenario, argv: Sequence[str]) -> float | None:
     problem = scenario_problem(scenario)
     evaluator = _evaluator(scenario, problem)
     outcomes = [evaluator.evaluate(list(argv), seed) for seed in HELDOUT_SEEDS]
-    if any(o.status == "crash" or not o.metrics for o in outcomes):
+    if any(o.status == TrialStatus.CRASH or not o.metrics for o in outcomes):
         return None
     objective = problem.objective
     if objective.kind == "capacity":

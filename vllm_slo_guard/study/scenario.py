@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +35,8 @@ from typing import Any
 
 from ..bench.workload import WorkloadSpec
 from ..errors import InputError
+from ..files import read_toml
 from ..spec import SLO_METRICS, Slo, TuneSpec, parse_slo
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 _TOP_KEYS = {"name", "description", "model", "gpu", "gpu_count", "engine", "objective"}
 _TABLES = {"slo", "workload", "pinned", "space"}
@@ -104,15 +99,7 @@ class Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file; any problem is one :class:`InputError` line naming the file."""
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            doc = tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(f"scenario file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read scenario file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"scenario file {path} is not valid TOML: {exc}") from None
+    doc = read_toml(path, "scenario file")
     try:
         return scenario_from_dict(doc, default_name=path.stem)
     except InputError as exc:
@@ -136,15 +123,15 @@ def scenario_from_dict(doc: Mapping[str, Any], *, default_name: str = "scenario"
     if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or gpu_count < 1:
         raise InputError(f"gpu_count = {gpu_count!r}: expected a positive integer")
     tune, fix = _space(_table(doc, "space"))
-    from ..sim.catalog import resolve_gpu
     from ..space import build_space
+    from ..vllm_rules.catalog import resolve_gpu
 
     try:
         gpu_spec = resolve_gpu(doc["gpu"])
     except Exception as exc:  # the catalog's own one-line error
         raise InputError(str(exc).splitlines()[0]) from None
     from ..errors import ModelNotFoundError
-    from ..modelinfo import load_model_arch
+    from ..vllm_rules.modelinfo import load_model_arch
 
     try:
         load_model_arch(doc["model"])

