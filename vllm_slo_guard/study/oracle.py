@@ -209,10 +209,16 @@ def _evaluate_all(scenario: Scenario, configs: list[Config], jobs: int) -> list[
 
 
 def simulator_fingerprint() -> str:
-    """A hash of the simulator's and the repair rules' source: a changed model invalidates cached optima."""
+    """A hash of the source the oracle's landscape is computed from: a changed model invalidates cached optima.
+
+    The simulator, vLLM's rules it starts with, the workload and metrics it measures, and the space,
+    repair and guard that decide which configs exist.
+    """
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(str(ORACLE_FORMAT).encode())
-    for path in [*sorted((root / "sim").rglob("*.py")), root / "repair.py", root / "space.py", root / "guard.py"]:
+    folders = [*sorted((root / "sim").rglob("*.py")), *sorted((root / "vllm_rules").rglob("*.py"))]
+    measured = [root / "bench" / name for name in ("workload.py", "metrics.py", "sim_tokenizer.py")]
+    for path in [*folders, *measured, root / "repair.py", root / "space.py", root / "guard.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
