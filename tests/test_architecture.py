@@ -116,3 +116,10 @@ def test_each_lower_part_imports_only_what_it_may() -> None:
         if _part(m) in ALLOWED
     }
     assert not {m: d for m, d in offenders.items() if d}
+
+
+def test_nothing_but_the_command_line_imports_it() -> None:
+    offenders = sorted(
+        _short(m) for m, deps in GRAPH.items() if _part(m) != "cli" and any(_part(d) == "cli" for d in deps)
+    )
+    assert not offenders

@@ -1,0 +1,5 @@
+"""``python -m vllm_slo_guard.cli``."""
+
+from . import main
+
+main()
