@@ -1,4 +1,4 @@
-"""Shared fixtures: the real vLLM (CPU build) when present, a tiny model, and a leak check.
+"""Shared fixtures: the real vLLM (CPU build) when present, tiny models, and a leak check.
 
 Every test is followed by a check that no child process of the test run is still alive: trial
 servers must always be stopped, also when a test fails.
@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vllm_slo_guard.tinymodel import make_tiny_model
+from vllm_slo_guard.tinymodel import make_bpe_model, make_tiny_model
 
 
 def _live_children() -> list[psutil.Process]:
@@ -65,3 +65,25 @@ def vllm_python() -> str:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with the simulator's vocabulary, served with --load-format dummy."""
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def bpe_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model of the vLLM CPU runs (make_tiny_model.py): a Llama with a byte-level BPE of 512 asked
+    tokens (347 made), not shaped around our vocabulary, no chat template."""
+    return make_bpe_model(tmp_path_factory.mktemp("models") / "bpe-512")
+
+
+@pytest.fixture(scope="session")
+def bpe384_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2 with a 384-token byte-level BPE (the issue's model), no chat template."""
+    return make_bpe_model(
+        tmp_path_factory.mktemp("models") / "qwen2-384", vocab_size=384, architecture="Qwen2ForCausalLM"
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 384-token Qwen2 with a ChatML chat template in its tokenizer_config.json."""
+    folder = tmp_path_factory.mktemp("models") / "qwen2-384-chat"
+    return make_bpe_model(folder, vocab_size=384, architecture="Qwen2ForCausalLM", chat_template=True)

@@ -85,3 +85,25 @@ def test_stop_runs_on_keyboard_interrupt(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert srv.pid is not None and group_members(srv.pid) == []
     assert os.path.exists(srv.log_path)
+
+
+def test_a_running_server_is_recorded_and_guarded_until_it_is_stopped(tmp_path: Path) -> None:
+    import json
+
+    import psutil
+
+    from vllm_slo_guard.engine import lifeline
+
+    srv = _server(tmp_path, "--child")
+    with srv:
+        assert srv.wait_ready(10).ready
+        assert srv.record_path is not None and srv.record_path.parent == tmp_path
+        record = json.loads(srv.record_path.read_text())
+        assert (record["pid"], record["pgid"], record["port"]) == (srv.pid, srv.pid, srv.port)
+        assert record["argv"] == srv.argv[:5] and record["owner_pid"] == os.getpid()  # its first words
+        watchdogs = [p for p in psutil.Process().children() if lifeline.SCRIPT in p.cmdline()]
+        if lifeline.enabled():
+            assert len(watchdogs) == 1 and "watch" in watchdogs[0].cmdline()
+            assert os.getsid(watchdogs[0].pid) != srv.pid  # outside the server's group: stop() cannot hit it
+    assert list(tmp_path.glob("server-*.json")) == []
+    assert [p for p in psutil.Process().children() if p.status() != psutil.STATUS_ZOMBIE] == []

@@ -353,7 +353,7 @@ def test_a_stream_without_content_is_a_failed_record() -> None:
         await _read_request(reader)
         usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":0}}\n\ndata: [DONE]\n\n'
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        writer.write(_chunked(b'data: {"choices":[{"index":0,"text":""}]}\n\n', usage))
+        writer.write(_chunked(b'data: {"choices":[{"index":0,"logprobs":null}]}\n\n', usage))
         await writer.drain()
         writer.close()
 
@@ -469,16 +469,17 @@ def test_hot_path_timeouts_and_refused_connections() -> None:
 
 CONTENT_CASES: list[tuple[str, bytes, bool]] = [
     ("completions", b'data: {"choices":[{"index":0,"text":"a"}]}', True),
-    ("completions", b'data: {"choices":[{"index":0,"text":""}]}', False),
+    ("completions", b'data: {"choices":[{"index":0,"text":""}]}', True),  # a step whose tokens are no text yet
     ("completions", b'data: {"choices":[{"index":0,"text":"\\""}]}', True),  # an escaped quote
     ("completions", b'data: {"choices":[{"index":0,"text":"\\"usage\\": no"}]}', True),
     ("completions", b'data: {"choices":[{"index":0,"text":"usage"}]}', True),  # parsed: "usage" in a value
     ("completions", b'data: {"choices": [{"index": 0, "text": "spaced"}]}', True),  # parsed: no fast key
-    ("completions", b'data: {"choices": [{"index": 0, "text": ""}]}', False),
+    ("completions", b'data: {"choices": [{"index": 0, "text": ""}]}', True),
     ("completions", b'data:{"choices":[{"index":0,"text":"no space"}]}\r', True),  # CRLF, no space after data:
     ("completions", b'data: {"choices":[]}', False),
     ("chat", b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}', False),
     ("chat", b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}', True),
+    ("chat", b'data: {"choices":[{"index":0,"delta":{"content":""}}]}', True),  # a token that is no text yet
     ("chat", b'data: {"choices":[{"index":0,"delta":{"content":null,"tool_calls":[]}}]}', False),
     ("chat", b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"think"}}]}', False),
     ("chat", b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"t","content":"x"}}]}', True),

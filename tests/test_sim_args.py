@@ -229,3 +229,18 @@ def test_non_default_args_list_only_changed_values() -> None:
         "optimization_level": 1,
         "enable_prefix_caching": False,
     }
+
+
+def test_dotted_keys_of_any_json_flag_become_its_value() -> None:
+    # vLLM's FlexibleArgumentParser gathers ``--flag.key value`` into one JSON value of ``--flag``
+    dotted = ["--speculative_config.method=ngram", "--speculative-config.num_speculative_tokens", "2"]
+    ns = parse_serve_args(["m", *dotted])
+    assert ns.speculative_config == {"method": "ngram", "num_speculative_tokens": 2}
+
+
+def test_a_negative_number_is_a_value_not_a_dotted_flag() -> None:
+    # vLLM 0.32's parser takes ``-0.5`` for a dotted flag (and fails with an IndexError or an odd "unrecognized
+    # arguments"); the simulator keeps it a value, so the config class refuses it (tests/test_sim_startup.py, V5)
+    assert parse_serve_args(["m", "--gpu-memory-utilization", "-0.5", "--enforce-eager"]).gpu_memory_utilization == -0.5
+    ns = parse_serve_args(["m", "--speculative-config.prompt_lookup_min", "-1", "-cc.x=1"])
+    assert ns.speculative_config == {"prompt_lookup_min": -1} and ns.compilation_config == {"x": 1}

@@ -387,3 +387,121 @@ def test_sharegpt_wrong_shape(tmp_path: Path, data: Any) -> None:
 def test_sharegpt_no_usable_entries(tmp_path: Path) -> None:
     path = _write(tmp_path, [_conv("too short", _words(10)), _conv(_words(2000), _words(10))])
     assert "no usable" in _dataset_error(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# datasets by vLLM's names: the spec, its dict form and a study's identity
+
+
+def test_dataset_name_implied_by_the_path_is_one_spec() -> None:
+    assert WorkloadSpec().dataset == "random" and WorkloadSpec(dataset_name="random") == WorkloadSpec()
+    spec = WorkloadSpec(dataset_path="/data/sharegpt.json", dataset_name="sharegpt")
+    assert spec == WorkloadSpec(dataset_path="/data/sharegpt.json") and spec.dataset == "sharegpt"
+    assert "dataset_name" not in spec.to_dict()
+    # a name that is not implied is kept: vLLM's random dataset ignores the path
+    assert WorkloadSpec(dataset_path="/data/x.json", dataset_name="random").dataset == "random"
+
+
+def test_new_dataset_fields_round_trip_and_stay_out_of_the_dict_at_their_defaults() -> None:
+    legacy = {"num_prompts", "request_rate", "burstiness", "random_input_len", "random_output_len"}
+    legacy |= {"random_range_ratio", "random_prefix_len", "num_warmups", "seed"}
+    assert set(WorkloadSpec().to_dict()) == legacy  # so stored studies keep their fingerprints
+    spec = WorkloadSpec(
+        num_prompts=40, dataset_name="prefix_repetition", prefix_repetition_prefix_len=64,
+        prefix_repetition_suffix_len=32, prefix_repetition_num_prefixes=4, prefix_repetition_output_len=16,
+    )  # fmt: skip
+    data = spec.to_dict()
+    assert data["dataset_name"] == "prefix_repetition" and data["prefix_repetition_num_prefixes"] == 4
+    assert WorkloadSpec.from_dict(json.loads(json.dumps(data))) == spec
+    custom = WorkloadSpec(dataset_name="custom", dataset_path="/t.jsonl", custom_output_len=-1, skip_chat_template=True)
+    assert WorkloadSpec.from_dict(custom.to_dict()) == custom
+    with pytest.raises(InputError, match="skip_chat_template"):
+        WorkloadSpec.from_dict({"skip_chat_template": "yes"})
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"dataset_name": "burstgpt"}, "dataset_name must be one of random, sharegpt, custom, prefix_repetition"),
+        ({"dataset_name": "custom"}, "the custom dataset needs dataset_path"),
+        ({"dataset_name": "custom", "dataset_path": "t.jsonl", "custom_output_len": 0}, "custom_output_len"),
+        ({"dataset_name": "prefix_repetition", "prefix_repetition_suffix_len": 0}, "prefix_repetition_suffix_len"),
+        ({"dataset_name": "prefix_repetition", "num_prompts": 3}, "must be at least prefix_repetition_num_prefixes"),
+    ],
+)
+def test_dataset_settings_are_validated(changes: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(InputError, match=fragment) as info:
+        WorkloadSpec(**changes).validate()
+    assert "\n" not in str(info.value)
+
+
+def test_the_study_fingerprint_changes_with_the_dataset(tmp_path: Path) -> None:
+    from vllm_slo_guard.spec import TuneSpec, parse_slo
+
+    hardware = {"gpu": "H100-80GB", "count": 1, "memory_bytes": 80 * 2**30, "kind": "sim"}
+
+    def fingerprint(workload: WorkloadSpec) -> str:
+        spec = TuneSpec("Qwen/Qwen2-1.5B", (parse_slo("200ms"),), workload, engine="sim", gpu="H100-80GB")
+        return spec.fingerprint(hardware)
+
+    path = tmp_path / "traffic.jsonl"
+    path.write_text('{"prompt": "a b c d", "output_tokens": 4}\n', encoding="utf-8")
+    base = WorkloadSpec(num_prompts=20)
+    custom = replace(base, dataset_name="custom", dataset_path=str(path))
+    prints = {
+        fingerprint(base),
+        fingerprint(replace(base, dataset_name="prefix_repetition")),
+        fingerprint(replace(base, dataset_name="prefix_repetition", prefix_repetition_num_prefixes=5)),
+        fingerprint(custom),
+        fingerprint(replace(custom, custom_output_len=-1)),
+    }
+    assert len(prints) == 5
+    before = fingerprint(custom)
+    path.write_text('{"prompt": "other traffic", "output_tokens": 4}\n', encoding="utf-8")
+    assert fingerprint(custom) != before  # the file's content is part of the study
+    assert fingerprint(replace(base, dataset_name="random")) == fingerprint(base)
+
+
+def test_cli_builds_each_dataset_by_its_vllm_name(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "traffic.jsonl"
+    path.write_text("".join(json.dumps({"prompt": _words(30 + i), "output_tokens": 8 + i}) + "\n" for i in range(5)))
+    runs = {
+        "prefix_repetition": ["--dataset-name", "prefix_repetition", "--prefix-repetition-prefix-len", "64",
+                              "--prefix-repetition-suffix-len", "32", "--prefix-repetition-num-prefixes", "4",
+                              "--prefix-repetition-output-len", "6"],
+        "custom": ["--dataset-name", "custom", "--dataset-path", str(path), "--custom-output-len", "-1"],
+    }  # fmt: skip
+    for name, flags in runs.items():
+        argv = [sys.executable, "-m", "vllm_slo_guard.cli", "simulate", "Qwen/Qwen2-1.5B", "--gpu", "H100-80GB",
+                "--num-prompts", "20", "--json", *flags]  # fmt: skip
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        metrics = json.loads(proc.stdout)
+        assert metrics["completed"] == 20, name
+        if name == "prefix_repetition":
+            assert metrics["total_input_tokens"] == 20 * 96 and metrics["total_output_tokens"] == 20 * 6
+        else:
+            spec = WorkloadSpec(num_prompts=20, dataset_name="custom", dataset_path=str(path), custom_output_len=-1)
+            assert metrics["total_output_tokens"] == sum(r.output_len for r in build_requests(spec))
+    bad = subprocess.run(
+        [sys.executable, "-m", "vllm_slo_guard.cli", "simulate", "Qwen/Qwen2-1.5B", "--gpu", "H100-80GB",
+         "--dataset-name", "custom"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        "Error: the custom dataset needs dataset_path (--dataset-path FILE)"
+    ]
+
+
+def test_custom_and_prefix_repetition_in_the_simulators_vocabulary(tmp_path: Path) -> None:
+    path = tmp_path / "traffic.jsonl"
+    path.write_text('{"prompt": "alpha beta gamma"}\n{"prompt": "delta epsilon"}\n', encoding="utf-8")
+    requests = build_requests(WorkloadSpec(num_prompts=4, dataset_name="custom", dataset_path=str(path)))
+    assert sorted(r.prompt_len for r in requests) == [2, 2, 3, 3] and {r.output_len for r in requests} == {256}
+    assert all(list(r.prompt_token_ids) == SimTokenizer().encode(r.text or "") for r in requests)
+    spec = WorkloadSpec(num_prompts=12, dataset_name="prefix_repetition", prefix_repetition_num_prefixes=3)
+    repeated = build_requests(spec)
+    assert {r.prompt_len for r in repeated} == {512} and len({r.prompt_token_ids[:256] for r in repeated}) == 3

@@ -2,8 +2,9 @@
 
 It runs vLLM's startup rules (``vllm_rules.startup.check_startup``: the argument checks and vLLM 0.32's
 memory accounting, the same rules the simulator starts with) against this machine's real device:
-NVML's total and free memory on a GPU, or the NUMA node's memory on vLLM's CPU backend. A config
-predicted to fail is recorded by the tuner as ``guarded`` at no launch cost.
+NVML's total and free memory on a GPU, or, on vLLM's CPU backend, the memory of the NUMA node its worker
+binds to, less what vLLM's own processes will hold by the time it checks. A config predicted to fail is
+recorded by the tuner as ``guarded`` at no launch cost.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ class GuardVerdict:
 
 
 def cpu_device(memory: CpuMemory | None = None) -> Device:
-    """vLLM's CPU backend on this machine."""
+    """vLLM's CPU backend on this machine: the NUMA node its worker will check, with that node's memory now.
+
+    The figures are a probe before vLLM starts, so the startup rules take vLLM's own processes out of them.
+    """
     memory = memory or probe_cpu_memory()
     spec = replace(GPUS["cpu"], memory_bytes=memory.total_bytes)
-    return Device(spec, used_bytes=max(memory.total_bytes - memory.available_bytes, 0))
+    used = max(memory.total_bytes - memory.available_bytes, 0)
+    return Device(spec, used_bytes=used, node=memory.node, available_bytes=memory.available_bytes)
 
 
 def detect_device() -> Device:
@@ -64,7 +69,10 @@ def predict(model: str, engine_args: Sequence[str], device: Device, *, margin: f
     verdict = _predict(model, engine_args, device)
     if verdict.ok or verdict.category != Category.OOM or margin <= 0:
         return verdict
-    roomier = replace(device, spec=replace(device.spec, memory_bytes=int(device.spec.memory_bytes * (1 + margin))))
+    extra = int(device.spec.memory_bytes * margin)
+    roomier = replace(device, spec=replace(device.spec, memory_bytes=device.spec.memory_bytes + extra))
+    if device.available_bytes is not None:
+        roomier = replace(roomier, available_bytes=device.available_bytes + extra)
     return verdict if not _predict(model, engine_args, roomier).ok else GuardVerdict(True, message="borderline")
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .bench.workload import WorkloadSpec
+from .bench.workload import DATASETS, WorkloadSpec
 from .spec import Slo, Timeouts, parse_slo
 from .units import parse_duration
 
@@ -58,11 +58,38 @@ _WORKLOAD_OPTIONS = [
     ),
     click.option("--random-prefix-len", type=int, default=0, show_default=True, help="Shared prefix tokens."),
     click.option(
+        "--dataset-name",
+        type=click.Choice(DATASETS),
+        default=None,
+        help="vLLM bench's dataset: random, or sharegpt when --dataset-path is given; custom is a JSONL "
+        "file of prompt (and output_tokens) lines; prefix_repetition shares a few random prefixes.",
+    ),
+    click.option(
         "--dataset-path",
         type=click.Path(dir_okay=False),
         default=None,
-        help="ShareGPT-format JSON file instead of random prompts.",
+        help="The dataset file: ShareGPT-format JSON (the default with a path), or JSONL for custom.",
     ),
+    click.option(
+        "--custom-output-len",
+        type=int,
+        default=None,
+        help="Output tokens of every custom request (default 256); -1 takes each line's output_tokens.",
+    ),
+    click.option(
+        "--skip-chat-template",
+        is_flag=True,
+        default=False,
+        help="custom with --endpoint completions: send each prompt as it is, not in the model's chat template.",
+    ),
+    click.option("--prefix-repetition-prefix-len", type=int, default=256, show_default=True, help="Prefix tokens."),
+    click.option(
+        "--prefix-repetition-suffix-len", type=int, default=256, show_default=True, help="Suffix tokens per request."
+    ),
+    click.option(
+        "--prefix-repetition-num-prefixes", type=int, default=10, show_default=True, help="Distinct prefixes."
+    ),
+    click.option("--prefix-repetition-output-len", type=int, default=128, show_default=True, help="Output tokens."),
 ]
 
 
@@ -90,6 +117,14 @@ def tune_workload_options(func: F) -> F:
     return func
 
 
+_PREFIX_REPETITION = (
+    "prefix_repetition_prefix_len",
+    "prefix_repetition_suffix_len",
+    "prefix_repetition_num_prefixes",
+    "prefix_repetition_output_len",
+)
+
+
 def workload_from_options(options: dict[str, Any], seed: int) -> WorkloadSpec:
     """Build (and validate) the workload from parsed workload flags."""
     spec = WorkloadSpec(
@@ -103,6 +138,10 @@ def workload_from_options(options: dict[str, Any], seed: int) -> WorkloadSpec:
         random_prefix_len=options["random_prefix_len"],
         dataset_path=options["dataset_path"],
         seed=seed,
+        dataset_name=options.get("dataset_name"),
+        custom_output_len=options.get("custom_output_len"),
+        skip_chat_template=bool(options.get("skip_chat_template")),
+        **{name: options[name] for name in _PREFIX_REPETITION if options.get(name) is not None},
     )
     spec.validate()
     return spec

@@ -1,7 +1,8 @@
 """The outcome of one tuning trial, and the one encoding every searcher shares.
 
 ``status`` is ``ok`` (every SLO met), ``slo_violation`` (measured, missed an SLO), ``crash`` (vLLM
-failed: see ``category``) or ``guarded`` (predicted to fail at startup: never launched).
+failed, or more than 1% of its requests did: see ``category``) or ``guarded`` (predicted to fail at
+startup: never launched). A measurement with failed requests is never a near-miss.
 
 The constraint value on one normalized scale (≤ 0 feasible): an SLO miss is
 ``max_i(measured_i / threshold_i) − 1`` capped at ``MAX_SLO_VIOLATION``; a crash or a guarded point is

@@ -5,6 +5,11 @@ reused counts, ETA) sits below one line per trial; in CI logs (stdout not a TTY)
 lines are printed plainly, one each, so a log shows the run as it went; ``--quiet`` prints nothing.
 The ETA is the mean *wall* time of the counted trials so far times the trials left (in virtual mode
 the trial cost is simulated time, which says nothing about how long the run takes).
+
+Crash categories are shown as the study stores them, in one column and in the status line:
+``oom``, ``config_invalid``, ``timeout``, ``engine_error`` (the config's) and ``environment`` or
+``request_error`` (no config's: the machine, or a workload the server refuses). A trial of one of the
+last two stops the run; its line (not stored) is the last one shown, with the whole cause.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .engine.crash import aborts_run
 from .outcome import Outcome, TrialPhase, TrialStatus
 from .search.objective import Objective
 
@@ -27,6 +33,7 @@ if TYPE_CHECKING:
     from .search.result import Candidate, TrialRecord, TuneResult
 
 PLAIN_WIDTH = 200  # rich's table width when stdout is not a terminal (CI logs)
+CAUSE_CHARS = 120  # a failed trial's cause in its line; a run-stopping one is shown whole (up to 400)
 
 
 @dataclass
@@ -151,7 +158,8 @@ def trial_line(record: TrialRecord, status: TuneStatus) -> str:
     if objective.kind == "capacity":
         figures += f", capacity {capacity_value(outcome)} req/s"
     if outcome.failed:
-        figures = (outcome.root_cause or "").strip().splitlines()[0][:120] if outcome.root_cause else ""
+        limit = 400 if aborts_run(outcome.category) else CAUSE_CHARS
+        figures = (outcome.root_cause or "").strip().splitlines()[0][:limit] if outcome.root_cause else ""
     category = f" {outcome.category}" if outcome.category else ""
     cost = "" if not record.counted and not record.is_confirm else f" cost {duration_text(record.cost_s)}"
     return (
@@ -208,7 +216,7 @@ def result_table(result: TuneResult) -> Table:
             f"{record.number}{mark}",
             outcome.phase,
             Text(status_text(record), style=styles.get(outcome.status, "")),
-            outcome.category or "",
+            Text(outcome.category or "", style="bold red" if aborts_run(outcome.category) else ""),
             primary_value(outcome, objective),
         ]
         if objective.kind == "capacity":

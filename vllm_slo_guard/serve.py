@@ -3,11 +3,12 @@
 The work is ordered so that bad input ends in one line before anything is started or written:
 
 1. **Pass-through flags.** Every flag that is not ours is a ``vllm serve`` flag; all of them are parsed
-   with vLLM's rules first (``vllm_rules.args.parse_serve_args``, which answers with argparse's own line, e.g.
-   ``vllm: error: unrecognized arguments: --swap-space 4``). ``--host``, ``--port``, ``--api-key`` and
-   ``--served-model-name`` are then taken out: they go to the final server only. Trials bind
-   127.0.0.1 on a free port, the fingerprint does not depend on them, and an API key never lands in
-   the study or the cache.
+   with vLLM's rules first: with the real engine by the installed vLLM's own parser
+   (``engine/vllm_args.py``), and always by the table of vLLM's flags (``vllm_rules.args.parse_serve_args``),
+   each answering with argparse's own line, e.g. ``vllm: error: unrecognized arguments: --swap-space 4``.
+   ``--host``, ``--port``, ``--api-key`` and ``--served-model-name`` are then taken out: they go to the
+   final server only. Trials bind 127.0.0.1 on a free port, the fingerprint does not depend on them, and
+   an API key never lands in the study or the cache.
 2. **The user's host:port** must be bindable now (vLLM would otherwise fail after the tuning run with
    ``OSError: [Errno 98] Address already in use``), and is held (bound, not listening) until the
    final server starts, so that the OS never hands it to a trial server as a free port.
@@ -48,7 +49,9 @@ from .engine.engines import Engine, VllmEngine, resolve_vllm_command
 from .engine.factory import engine_for
 from .engine.foreground import SignalForwarder, TeeServer
 from .engine.launcher import group_members
+from .engine.server_record import stop_stale
 from .engine.sim import SimEngine
+from .engine.vllm_args import check_serve_flags, remember_accepted
 from .errors import InputError, SloGuardError
 from .paths import log_dir
 from .spec import Slo, Timeouts, TuneSpec, identity_hash
@@ -104,12 +107,21 @@ class Frontend:
         return f"[{self.host}]" if ":" in self.host else self.host
 
 
-def check_pass_through(args: Sequence[str]) -> None:
-    """Parse the ``vllm serve`` flags with vLLM's rules; argparse's own error line when it refuses them."""
+def check_pass_through(args: Sequence[str], spec: TuneSpec | None = None) -> None:
+    """Parse the ``vllm serve`` flags with vLLM's rules; vLLM's own error line when it refuses them.
+
+    With the real engine, the installed vLLM's own parser decides first, in its own Python
+    (``engine/vllm_args.py``); the trials' flags (these without the frontend ones) are then known to pass.
+    """
+    checked = None
+    if spec is not None and spec.engine == "vllm":
+        checked = check_serve_flags(spec.model or "MODEL", args, spec.vllm_cmd, note=lambda text: warn(f"note: {text}"))
     try:
         parse_serve_args(["_model_", *args])
     except ArgparseExit as exc:
         raise InputError(exc.text.strip().splitlines()[-1]) from None
+    if checked is not None and spec is not None:
+        remember_accepted(checked, spec.model or "MODEL", split_frontend(args)[0])
 
 
 def split_frontend(args: Sequence[str]) -> tuple[list[str], Frontend]:
@@ -424,13 +436,15 @@ def serve(request: ServeRequest, *, say: Say = warn) -> int:
     a launch that failed for every candidate; ``KeyboardInterrupt`` leaves no process behind.
     """
     spec = request.spec
-    check_pass_through(spec.pinned_args)
+    check_pass_through(spec.pinned_args, spec)
     pinned, frontend = split_frontend(spec.pinned_args)
     spec = dataclasses.replace(spec, pinned_args=tuple(pinned))
     saved = read_config(request.config_path, spec.model) if request.config_path else None
     if saved is not None:
         spec = dataclasses.replace(spec, model=saved.model)
     engine = engine_for(spec)
+    for line in stop_stale(log_dir() / "serve"):  # a final server that an earlier serve could not stop
+        say(f"note: {line}")
     with reserve_port(frontend.host, frontend.port):  # released just before the final server binds it
         if saved is not None:
             result, source, extra = saved, Source("--config", saved.origin), pinned

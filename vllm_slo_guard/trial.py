@@ -4,6 +4,14 @@ A trial never leaves a process behind (the server is stopped in ``finally``, als
 hangs the caller (one startup deadline, one measurement deadline, per-request timeouts), and always
 says why a config failed: the crash taxonomy classifies the trial's own log with the exit code, the
 phase and whether a deadline passed.
+
+A measurement whose requests fail is not a measurement: above ``bench.failures.MAX_FAILURE_SHARE``
+failed requests the trial is judged by its failures (``_failure_crash``), never ``ok`` and never a
+near-miss. The same 4xx on most requests is the workload's fault (``request_error``: the tuner stops,
+no configuration fixes it); 5xx answers and dropped streams are the config's (``engine_error``, or
+what the server's log says when it died); requests that time out are ``timeout``. At or under that
+share the failures are reported (``failures`` in the metrics) and the SLOs are judged on the completed
+requests, as ``vllm bench serve`` computes its percentiles.
 """
 
 from __future__ import annotations
@@ -18,12 +26,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .bench.capacity import find_capacity
+from .bench.failures import TIMEOUT, FailureVerdict
 from .bench.metrics import RequestRecord
 from .bench.promscrape import ServerStats, sample_peak_kv, scrape
 from .bench.run import STOP_NO_MODEL, STOP_SERVER_DEAD, LoadGenConfig, LoadResult, run_load
 from .bench.workload import WorkloadSpec
 from .engine.crash import CrashReport, classify, startup_crash
-from .engine.engines import Engine
+from .engine.engines import Engine, flag_value
 from .engine.launcher import ServerProcess, free_port
 from .spec import Slo, Timeouts, certain_violation, normalized_violation, percentiles_needed
 
@@ -33,7 +42,7 @@ _DEAD = (STOP_SERVER_DEAD, STOP_NO_MODEL)  # the server stopped answering
 
 @dataclass
 class TrialResult:
-    """What one trial measured, or why it failed."""
+    """What one trial measured, or why it failed (``crash.category`` ``request_error``: the workload's fault)."""
 
     status: str  # "ok" | "slo_violation" | "crash"
     engine_args: list[str]
@@ -139,12 +148,14 @@ def run_trial(
             return result
         load = LoadGenConfig(
             base_url=server.base_url, model=served_model_name, endpoint=endpoint, api_key=api_key,
-            request_timeout_s=timeouts.request_s,
+            request_timeout_s=timeouts.request_s, tokenizer=flag_value(engine_args, "--tokenizer") or model,
+            tokenizer_fallback=engine.name == "sim",
         )  # fmt: skip
         started = time.monotonic()
         thresholds = {slo.metric: slo.threshold_s for slo in slos if slo.metric in ("ttft", "tpot", "e2el")}
         percentiles = percentiles_needed(slos)
         measurements: list[LoadResult] = []
+        measured_metrics: list[dict[str, Any]] = []
 
         def measure(rate: float) -> tuple[dict[str, Any], float]:
             probe = dataclasses.replace(workload, request_rate=rate) if capacity else workload
@@ -154,11 +165,13 @@ def run_trial(
             measurements.append(measured)
             result.peak_kv_usage = max(result.peak_kv_usage or 0.0, peak or 0.0)
             metrics = measured.metrics(percentiles=percentiles, goodput_thresholds_s=thresholds)
+            measured_metrics.append(metrics)
             violation = normalized_violation(slos, metrics) if slos else -1.0
             if measured.stopped_early and measured.stop_reason == "should_stop":
                 violation = max(violation, 1e-9)  # stopped because the SLO was certainly missed
-            if metrics.get("failed") and slos:
-                violation = max(violation, 1e-9)  # a failed request cannot meet an SLO
+            verdict = measured.failure_verdict()
+            if verdict is not None and verdict.kind == TIMEOUT:
+                violation = math.inf  # a capacity probe whose requests time out is above capacity
             return metrics, violation
 
         if capacity:
@@ -168,7 +181,7 @@ def run_trial(
             result.probes = [(p.rate, p.violation) for p in found.probes]
             result.metrics = probe.metrics
         else:
-            result.metrics, _ = measure(workload.request_rate)
+            result.metrics, violation = measure(workload.request_rate)
         measured = measurements[-1]
         result.measurement_s = round(time.monotonic() - started, 3)
         text = scrape(server.base_url)
@@ -189,13 +202,16 @@ def run_trial(
         if stalled is not None:
             result.crash = dataclasses.replace(CrashReport.measurement_timeout(timeouts.trial_s), root_cause=stalled)
             return result
+        verdict = measured.failure_verdict()
+        if verdict is not None and (not capacity or verdict.kind != TIMEOUT):
+            result.metrics = measured_metrics[-1]  # the failed measurement's own figures and failures
+            result.crash = _failure_crash(verdict, server)
+            return result
         if capacity:
             met = result.capacity is not None and result.capacity > 0
             result.violation = (found.best_probe or found.lowest_probe).violation
         else:
-            result.violation = normalized_violation(slos, result.metrics) if slos else None
-            if slos and (result.metrics.get("failed") or measured.stop_reason == "should_stop"):
-                result.violation = max(result.violation or 0.0, 1e-9)
+            result.violation = violation if slos else None
             met = result.violation is None or result.violation <= 0
         result.status = "ok" if met else "slo_violation"
         return result
@@ -206,8 +222,26 @@ def run_trial(
 
 
 def _bad(measurements: Sequence[LoadResult]) -> bool:
-    """The previous probe found a dead or stalled server: stop probing."""
-    return bool(measurements) and (measurements[-1].stop_reason in _DEAD or _stalled(measurements[-1]) is not None)
+    """The previous probe found a dead or stalled server, or failed requests that end the trial: stop probing."""
+    if not measurements:
+        return False
+    last = measurements[-1]
+    verdict = last.failure_verdict()
+    ends_trial = verdict is not None and verdict.kind != TIMEOUT
+    return last.stop_reason in _DEAD or _stalled(last) is not None or ends_trial
+
+
+def _failure_crash(verdict: FailureVerdict, server: ServerProcess) -> CrashReport:
+    """The crash a measurement with too many failed requests is: whose fault, in the server's words."""
+    cause = verdict.describe()
+    if verdict.workload_refused:
+        return CrashReport.requests_refused(cause)
+    if verdict.kind == TIMEOUT:
+        return CrashReport.requests_timed_out(cause)
+    # 5xx answers, dropped streams: the config's fault; a log that names the cause (a dead engine) says more
+    exited = server.poll()
+    logged = classify(server.log_text(), exit_code=exited, phase="measurement", ready=True)
+    return logged or CrashReport.requests_failed(cause)
 
 
 def _stalled(measured: LoadResult) -> str | None:

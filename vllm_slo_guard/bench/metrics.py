@@ -3,7 +3,8 @@
 TTFT is the first content chunk minus the send time, ITL the gaps between content chunks, E2EL the
 last chunk minus the send time, TPOT per request ``(E2EL − TTFT) / (output_tokens − 1)`` for
 requests with more than one token. Keys follow vLLM's ``{stat}_{metric}_ms`` naming so results are
-comparable with ``vllm bench serve --save-result``. Pure functions: no printing, no I/O.
+comparable with ``vllm bench serve --save-result``; failed requests are summarised beside them
+(``failure_rate``, ``failures``: :mod:`.failures`). Pure functions: no printing, no I/O.
 """
 
 from __future__ import annotations
@@ -14,13 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from .failures import failure_summary
+
 METRICS = ("ttft", "tpot", "itl", "e2el")
 DEFAULT_PERCENTILES = (90.0, 95.0, 99.0)
 
 
 @dataclass
 class RequestRecord:
-    """What one request measured; a failed request has ``success=False`` and an error text."""
+    """What one request measured; a failed request has ``success=False`` and an error text.
+
+    ``error`` keeps the server's own message (``HTTP 400: <vLLM's message>``), ``status`` the HTTP
+    status of the answer or of the stream's error event (None: no answer), ``kind`` the failure's
+    kind (:data:`.failures.KINDS`; empty: read from ``status``).
+    """
 
     success: bool
     prompt_len: int = 0
@@ -30,6 +38,8 @@ class RequestRecord:
     itl_s: Sequence[float] = field(default_factory=list)
     error: str = ""
     send_s: float = 0.0
+    status: int | None = None
+    kind: str = ""
 
     @property
     def tpot_s(self) -> float | None:
@@ -78,7 +88,8 @@ def compute_metrics(
 
     ``itl_s`` may carry every inter-token gap at once (the in-process simulator collects them
     vectorized); otherwise they are gathered from the records. With ``goodput_thresholds_s``
-    (metric → seconds) the result has ``request_goodput``.
+    (metric → seconds) the result has ``request_goodput``. ``failure_rate`` and ``failures`` summarise
+    the failed requests (count, status and most common message per kind).
     """
     ok = [r for r in records if r.success]
     duration_s = max(duration_s, 1e-9)
@@ -101,6 +112,7 @@ def compute_metrics(
     if goodput_thresholds_s is not None:
         good = sum(1 for r in ok if is_good(r, goodput_thresholds_s))
         result["request_goodput"] = good / duration_s
+    result.update(failure_summary(records))
     result.update(_stats("ttft", np.array([r.ttft_s for r in ok], dtype=float), percentiles))
     result.update(_stats("tpot", np.array(tpots, dtype=float), percentiles))
     result.update(_stats("itl", np.asarray(itl_s, dtype=float), percentiles))

@@ -3,10 +3,14 @@
 Modelled on vLLM's ``vllm/benchmarks/lib/endpoint_request_func.py`` (``async_request_openai_completions``
 and ``async_request_openai_chat_completions``) so that our figures are comparable with
 ``vllm bench serve``: one shared ``aiohttp.ClientSession``, the clock starts just before the POST,
-TTFT is the first chunk with content, ITL the gaps between content chunks, E2EL the last content
-chunk, token counts come from the final ``usage`` chunk. Unlike vLLM's, a failure becomes a
-:class:`RequestRecord` with a short error text plus a flag saying whether it suggests a dead server
-(a connection failure or a 5xx), never an exception or a traceback; cancellation passes through.
+TTFT is the first token chunk, ITL the gaps between token chunks, E2EL the last token chunk, token
+counts come from the final ``usage`` chunk. A token chunk is one with a ``text`` (chat: ``content``)
+string, also an empty one: vLLM streams one chunk per step even when the step's tokens decode to no
+text yet (special tokens, part of a UTF-8 character), and its bench counts it ("text could be empty
+here e.g. for special tokens"); only chat's role announcement is not a token. Unlike vLLM's, a failure becomes a
+:class:`RequestRecord` with a short error text (the server's own message), the HTTP status and the
+failure's kind (:mod:`.failures`), plus a flag saying whether it suggests a dead server (a
+connection failure or a 5xx), never an exception or a traceback; cancellation passes through.
 
 The client must never be the bottleneck it measures: the body is encoded once to bytes, the headers
 and the timeout live on the session, and SSE lines are timed without ``json.loads`` when a chunk
@@ -31,6 +35,7 @@ import aiohttp
 import openai
 from yarl import URL
 
+from .failures import CLIENT_ERROR, CONNECTION, NO_CONTENT, OTHER, SERVER_ERROR, TIMEOUT
 from .metrics import RequestRecord
 from .workload import WorkloadRequest
 
@@ -122,19 +127,33 @@ async def status_error(response: aiohttp.ClientResponse) -> StatusError:
     return StatusError(response.status, message or text[:500] or response.reason or "no message")
 
 
+def _status_kind(status: int) -> str:
+    return CLIENT_ERROR if 400 <= status < 500 else SERVER_ERROR if status >= 500 else OTHER
+
+
+def describe_failure(exc: Exception, timeout_s: float) -> tuple[str, bool, int | None, str]:
+    """(error text, whether it suggests a dead server, HTTP status or None, the failure's kind).
+
+    The status of an error event inside a 200 stream is the event's ``code`` (vLLM sends a
+    ``VLLMValidationError`` raised after the stream started as ``{"error": {..., "code": 400}}``).
+    """
+    if isinstance(exc, asyncio.TimeoutError):  # ClientTimeout's total, and aiohttp's ServerTimeoutError
+        return f"Request timed out after {timeout_s:g} s", False, None, TIMEOUT
+    if isinstance(exc, StatusError):
+        return f"HTTP {exc.status}: {exc}", exc.status >= 500, exc.status, _status_kind(exc.status)
+    if isinstance(exc, _StreamError):
+        return f"Stream error {exc.code}: {exc}", exc.code >= 500, exc.code, _status_kind(exc.code)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"Connection error: cannot connect to {exc.host}:{exc.port}: {exc.os_error}", True, None, CONNECTION
+    if isinstance(exc, aiohttp.ClientError | OSError):  # disconnected, cut-off body, reset
+        return f"Connection error: {str(exc) or type(exc).__name__}", True, None, CONNECTION
+    return f"{type(exc).__name__}: {exc}", False, None, OTHER
+
+
 def classify(exc: Exception, timeout_s: float) -> tuple[str, bool]:
     """(error text, whether it suggests a dead server: a connection failure or a 5xx)."""
-    if isinstance(exc, asyncio.TimeoutError):  # ClientTimeout's total, and aiohttp's ServerTimeoutError
-        return f"Request timed out after {timeout_s:g} s", False
-    if isinstance(exc, StatusError):
-        return f"HTTP {exc.status}: {exc}", exc.status >= 500
-    if isinstance(exc, _StreamError):
-        return f"Stream error {exc.code}: {exc}", exc.code >= 500
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"Connection error: cannot connect to {exc.host}:{exc.port}: {exc.os_error}", True
-    if isinstance(exc, aiohttp.ClientError | OSError):  # disconnected, cut-off body, reset
-        return f"Connection error: {str(exc) or type(exc).__name__}", True
-    return f"{type(exc).__name__}: {exc}", False
+    error, fatal, _, _ = describe_failure(exc, timeout_s)
+    return error, fatal
 
 
 # --- the request function ----------------------------------------------------------------------------
@@ -160,10 +179,14 @@ class RequestFunc:
         self.encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
     def payload(self, request: WorkloadRequest) -> dict[str, Any]:
-        """vLLM bench's body: token-id prompts for completions (exact lengths), text for chat."""
+        """vLLM bench's body: the prompt's token ids for completions (exact lengths, in the model's own
+        tokens), its text as one user message for chat (the server applies the chat template; the
+        workload fitted the text so the templated prompt has the asked length). ``max_tokens`` is
+        ``max_completion_tokens`` for chat, as vLLM's chat request function names it; ``ignore_eos``
+        (a vLLM extension on both endpoints) makes every output exactly that long."""
         body: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": request.output_len,
+            "max_completion_tokens" if self.chat else "max_tokens": request.output_len,
             "temperature": self.temperature,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -187,21 +210,21 @@ class RequestFunc:
                 while chunk := await read():
                     feed(chunk)
         except Exception as exc:
-            error, fatal = classify(exc, self.timeout_s)
-            return timer.record(request, t0, error), fatal, time.perf_counter()
+            error, fatal, status, kind = describe_failure(exc, self.timeout_s)
+            return timer.record(request, t0, error, status, kind), fatal, time.perf_counter()
         if not timer.count:
-            return timer.record(request, t0, NO_TOKEN_ERROR), False, time.perf_counter()
+            return timer.record(request, t0, NO_TOKEN_ERROR, kind=NO_CONTENT), False, time.perf_counter()
         return timer.record(request, t0), False, timer.last
 
 
 class _StreamTimer:
-    """Times the content chunks of one SSE stream, as vLLM's bench does: TTFT, ITL gaps, latency.
+    """Times the token chunks of one SSE stream, as vLLM's bench does: TTFT, ITL gaps, latency.
 
     ``feed`` runs once per network read and keeps its loop on locals: it is the client's hot path.
-    Every content chunk of one read gets that read's arrival time. A ``data:`` line is classified
+    Every token chunk of one read gets that read's arrival time. A ``data:`` line is classified
     without ``json.loads`` when it is safe: no ``"usage"`` or ``"error"`` anywhere in it, and the
-    content key (``"text":"`` or ``"content":"``) present, so the byte after it tells an empty
-    string from a non-empty one (inside a JSON string every quote is escaped, so these byte
+    content key (``"text":"`` or ``"content":"``) present, so it is a token chunk, unless the string
+    is empty in chat's role announcement (inside a JSON string every quote is escaped, so these byte
     patterns only occur as keys and string values). Everything else is parsed.
     """
 
@@ -220,15 +243,15 @@ class _StreamTimer:
         """Time the complete ``data:`` lines in ``data``; keep a partial last line for later."""
         lines = (self.pending + data).split(b"\n") if self.pending else data.split(b"\n")
         self.pending = lines.pop()
-        key, skip = self.key, len(self.key)
+        key, skip, chat = self.key, len(self.key), self.chat
         ts = 0.0
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # blank separators, ": ping" comments, event names
             at = line.find(key)
             if at >= 0 and b'"usage"' not in line and b'"error"' not in line:
-                if line.startswith(b'"', at + skip):
-                    continue  # an empty string: no content
+                if line.startswith(b'"', at + skip) and chat and b'"role"' in line:
+                    continue  # chat's role announcement: no token
             else:
                 line = line[5:].strip()
                 if line == b"[DONE]" or not self._content(json.loads(line)):
@@ -253,10 +276,13 @@ class _StreamTimer:
         choice = choices[0]
         if self.chat:
             delta = choice.get("delta")
-            return bool(delta and delta.get("content"))
-        return bool(choice.get("text"))
+            content = delta.get("content") if isinstance(delta, Mapping) else None
+            return isinstance(content, str) and bool(content or "role" not in delta)
+        return isinstance(choice.get("text"), str)
 
-    def record(self, request: WorkloadRequest, t0: float, error: str | None = None) -> RequestRecord:
+    def record(
+        self, request: WorkloadRequest, t0: float, error: str | None = None, status: int | None = None, kind: str = ""
+    ) -> RequestRecord:
         """The request's record: token counts from ``usage``, else the request and the chunk count."""
         usage, seen = self.usage, self.count > 0
         return RequestRecord(
@@ -268,6 +294,8 @@ class _StreamTimer:
             itl_s=self.itl,
             error=error or "",
             send_s=self.start - t0,
+            status=status,
+            kind=kind,
         )
 
 
@@ -277,4 +305,13 @@ def _stream_error(event: Mapping[str, Any]) -> _StreamError:
     return _StreamError(_server_message(event) or str(error), code if isinstance(code, int) else 500)
 
 
-__all__ = ["KEEPALIVE_S", "NO_TOKEN_ERROR", "RequestFunc", "StatusError", "classify", "open_session", "sdk_headers"]
+__all__ = [
+    "KEEPALIVE_S",
+    "NO_TOKEN_ERROR",
+    "RequestFunc",
+    "StatusError",
+    "classify",
+    "describe_failure",
+    "open_session",
+    "sdk_headers",
+]

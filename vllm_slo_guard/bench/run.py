@@ -8,9 +8,12 @@ queueing; the model is the first id of ``GET /v1/models`` unless named; warm-ups
 measured. Each request goes through the request function of :mod:`.request`.
 
 Unlike vLLM's, a run can end early without losing data, because a tuner must not wait out a
-configuration that has already failed: a deadline, a caller's ``should_stop`` predicate, or a server
-that looks dead (``dead_after_failures`` consecutive connection errors or 5xx answers) stop the
-sending and cancel what is in flight; every finished record is kept.
+configuration that has already failed: a deadline, a caller's ``should_stop`` predicate, a server
+that looks dead (``dead_after_failures`` consecutive connection errors or 5xx answers), or a
+workload the server refuses (``refused_after`` consecutive 4xx answers: prompts longer than
+``max_model_len``, token ids outside the vocabulary) stop the sending and cancel what is in flight;
+every finished record is kept, and :meth:`LoadResult.failure_verdict` says whether its failures are
+too many to call it a measurement (:mod:`.failures`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from typing import Any, Literal
 
 import aiohttp
 
+from .failures import CLIENT_ERROR, MAX_FAILURE_SHARE, FailureGroup, FailureVerdict, failure_groups, failure_kind
+from .failures import failure_verdict as judge_failures
 from .metrics import DEFAULT_PERCENTILES, RequestRecord, compute_metrics
 from .request import RequestFunc, classify, open_session, sdk_headers, status_error
+from .tokenizers import prompt_tokenizer
 from .workload import WorkloadRequest, WorkloadSpec, arrival_offsets, build_requests, build_warmup_requests
 
 logger = logging.getLogger(__name__)
@@ -36,6 +42,7 @@ STOP_SERVER_DEAD = "server_dead"
 STOP_DEADLINE = "deadline"
 STOP_SHOULD_STOP = "should_stop"
 STOP_NO_MODEL = "model_unavailable"
+STOP_REFUSED = "workload_refused"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ class LoadGenConfig:
     ``base_url`` is the server root (``http://127.0.0.1:8000``; a trailing ``/v1`` is accepted).
     ``model`` is the served model name; None asks ``GET /v1/models`` for the first id, as vLLM's
     bench does. ``request_timeout_s`` bounds each request from send to last token.
+    ``tokenizer``: the model folder or Hugging Face id whose tokenizer the prompts are made of (vLLM
+    bench's ``--tokenizer``; loaded offline, ``bench.tokenizers``); None is the simulator's vocabulary.
+    ``tokenizer_fallback``: use the simulator's vocabulary when that model has no local tokenizer
+    (the simulated engine), instead of failing with one line.
+    ``refused_after`` consecutive measured requests answered with a 4xx stop the run (0: never).
     """
 
     base_url: str
@@ -55,6 +67,9 @@ class LoadGenConfig:
     ignore_eos: bool = True
     temperature: float = 0.0
     dead_after_failures: int = 5
+    refused_after: int = 10
+    tokenizer: str | None = None
+    tokenizer_fallback: bool = False
 
     @property
     def api_base(self) -> str:
@@ -70,9 +85,9 @@ class LoadResult:
     ``duration_s`` runs from the start of the arrival schedule (after warm-ups; vLLM's
     ``benchmark_start_time``) to the last finished request. ``num_sent`` counts the requests whose
     clock started. When ``stopped_early``, ``stop_reason`` says why (``server_dead``, ``deadline``,
-    ``should_stop``, ``model_unavailable``) and ``detail`` gives the evidence (e.g. the last
-    connection error); requests then in flight are cancelled and counted in ``num_cancelled``, never
-    recorded as failures, and requests not yet sent are simply not sent.
+    ``should_stop``, ``model_unavailable``, ``workload_refused``) and ``detail`` gives the evidence
+    (e.g. the last connection error); requests then in flight are cancelled and counted in
+    ``num_cancelled``, never recorded as failures, and requests not yet sent are simply not sent.
     """
 
     records: list[RequestRecord]
@@ -96,6 +111,14 @@ class LoadResult:
             self.records, self.duration_s, percentiles=percentiles, goodput_thresholds_s=goodput_thresholds_s
         )
 
+    def failure_groups(self) -> list[FailureGroup]:
+        """The failed requests by kind (count, status, most common message), the largest group first."""
+        return failure_groups(self.records)
+
+    def failure_verdict(self, max_share: float = MAX_FAILURE_SHARE) -> FailureVerdict | None:
+        """None when at most ``max_share`` of the requests failed; else the kind most of them share."""
+        return judge_failures(self.records, max_share)
+
 
 @dataclass
 class _RunState:
@@ -109,6 +132,7 @@ class _RunState:
     stop_reason: str | None = None
     detail: str = ""
     consecutive_faults: int = 0
+    consecutive_refusals: int = 0
     finished: list[RequestRecord] = field(default_factory=list)
     last_finish: float = 0.0
     callback_error: Exception | None = None
@@ -128,6 +152,14 @@ class _RunState:
                 self.halt(STOP_SERVER_DEAD, f"{self.consecutive_faults} consecutive failures, last: {record.error}")
         elif record.success or not record.error.startswith("Request timed out"):
             self.consecutive_faults = 0
+
+    def note_measured(self, record: RequestRecord) -> None:
+        """Count consecutive 4xx answers: a workload the server refuses is not measured to its end."""
+        refused = not record.success and failure_kind(record) == CLIENT_ERROR
+        self.consecutive_refusals = self.consecutive_refusals + 1 if refused else 0
+        limit = self.config.refused_after
+        if limit and self.consecutive_refusals >= limit:
+            self.halt(STOP_REFUSED, f"{self.consecutive_refusals} consecutive requests refused, last: {record.error}")
 
 
 class _Batch:
@@ -162,6 +194,7 @@ class _Batch:
             if self.measured:
                 state.last_finish = max(state.last_finish, finish)
                 state.finished.append(record)
+                state.note_measured(record)
                 self._ask_should_stop()
         finally:
             self.pending -= 1
@@ -259,9 +292,11 @@ async def run_load(
         result = await run_load(LoadGenConfig("http://127.0.0.1:8000"), WorkloadSpec(num_prompts=100))
         print(result.metrics()["p95_ttft_ms"])
     """
-    requests = build_requests(workload)
+    tokenizer = prompt_tokenizer(config.tokenizer, sim_fallback=config.tokenizer_fallback)
+    chat = config.endpoint == "chat"
+    requests = build_requests(workload, tokenizer, chat=chat)
     offsets = arrival_offsets(workload, len(requests)).tolist()
-    warmups = build_warmup_requests(workload)
+    warmups = build_warmup_requests(workload, tokenizer, chat=chat)
     cap = workload.max_concurrency
     headers = await sdk_headers(config.api_key)
     # one connection per request that may be in flight, so none waits for one (0: no limit)
@@ -327,6 +362,7 @@ def run_load_sync(
 __all__ = [
     "STOP_DEADLINE",
     "STOP_NO_MODEL",
+    "STOP_REFUSED",
     "STOP_SERVER_DEAD",
     "STOP_SHOULD_STOP",
     "LoadGenConfig",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 VOCAB_SIZE = 4096
 """Number of distinct token ids; every id the tokenizer returns is in ``[0, VOCAB_SIZE)``."""
@@ -47,18 +48,43 @@ class SimTokenizer:
     """Whitespace tokenizer over a fixed pseudo-word vocabulary: one word, one token.
 
     ``encode(decode(ids)) == [i % VOCAB_SIZE for i in ids]`` holds exactly, and any text has
-    ``len(encode(text)) == count(text)``. There are no special tokens (no BOS/EOS are added).
+    ``len(encode(text)) == count(text)``. There are no special tokens (no BOS/EOS are added) and no
+    chat template. It has the calls of ``bench.tokenizers.PromptTokenizer``, so a workload can be made
+    of it where a model has no tokenizer of its own (the simulated engine on a catalog model).
     """
+
+    @property
+    def name(self) -> str:
+        return "the simulator's vocabulary"
 
     @property
     def vocab_size(self) -> int:
         """Size of the id space, for code written against Hugging Face tokenizers."""
         return VOCAB_SIZE
 
-    def encode(self, text: str) -> list[int]:
+    @property
+    def max_token_id(self) -> int:
+        return VOCAB_SIZE - 1
+
+    @property
+    def all_special_ids(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def has_chat_template(self) -> bool:
+        return False
+
+    def num_special_tokens_to_add(self) -> int:
+        return 0
+
+    def encode(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``: vocabulary words map to their index, other words to a stable hash."""
         ids = _word_ids()
         return [ids[word] if word in ids else _unknown_word_id(word) for word in text.split()]
+
+    def chat_text(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """Chat messages as the simulated server reads them without a chat template: the contents, space-joined."""
+        return " ".join(str(m.get("content") or "") for m in messages)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Space-joined vocabulary words; ids are taken modulo ``VOCAB_SIZE``."""

@@ -1,7 +1,8 @@
 """The human-readable result block of ``vllm bench serve``, for our figures.
 
 Same section titles and ``"{:<40} {:<10.2f}"`` lines as vLLM prints, so an operator reads our
-simulated or measured results exactly like the benchmark they know.
+simulated or measured results exactly like the benchmark they know; failed requests are broken
+down by kind under ``Failed requests:`` (their messages are in ``failures.summary_line``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def format_bench_result(
     lines = ["{s:{c}^{n}}".format(s=" Serving Benchmark Result ", n=50, c="=")]
     lines.append(_line("Successful requests:", result["completed"]))
     lines.append(_line("Failed requests:", result["failed"]))
+    groups = (result.get("failures") or []) if result["failed"] else []
+    for group in groups:
+        status = f", HTTP {group['status']}" if group.get("status") is not None else ""
+        lines.append(_line(f"  {group['kind']}{status}:", group["count"]))
     if max_concurrency is not None:
         lines.append(_line("Maximum request concurrency:", max_concurrency))
     if math.isfinite(request_rate):

@@ -2,9 +2,14 @@
 
 Shared by the simulated engine (virtual time) and the load generator (real time), so a tuning run
 measures the same prompts, output lengths and arrival times on both. Flag names, defaults and
-sampling rules follow ``vllm bench serve`` (``vllm/benchmarks/datasets.py`` and ``serve.py``), so a
-user's existing bench command line maps onto a :class:`WorkloadSpec` one to one, and a result here is
-comparable with one from vLLM's own benchmark.
+sampling rules follow ``vllm bench serve`` (``vllm/benchmarks/datasets/datasets.py`` and
+``serve.py``), so a user's existing bench command line maps onto a :class:`WorkloadSpec` one to one,
+and a result here is comparable with one from vLLM's own benchmark.
+
+Prompts are made of the served model's own tokens (``tokenizer``, from :mod:`.tokenizers`; the
+datasets in :mod:`.datasets`), since vLLM refuses ids outside its vocabulary and counts text with
+its tokenizer. Without one (the simulated engine on a catalog model) they are the simulator's
+vocabulary, built here on a fast path; one seed gives the same requests wherever they are built.
 """
 
 from __future__ import annotations
@@ -12,21 +17,27 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError, InputError
+from ..errors import InputError
+from .datasets import (
+    WorkloadRequest,
+    length_bounds,
+    load_custom,
+    load_sharegpt,
+    prefix_repetition_requests,
+    random_requests,
+    text_requests,
+)
 from .sim_tokenizer import VOCAB_SIZE, SimTokenizer
+from .tokenizers import NO_CHAT_TEMPLATE, PromptTokenizer
 
-# ShareGPT pruning rules of vLLM's ``is_valid_sequence`` (defaults used by its sharegpt sampler).
-SHAREGPT_MIN_LEN = 4
-SHAREGPT_MAX_PROMPT_LEN = 1024
-SHAREGPT_MAX_TOTAL_LEN = 2048
+DATASETS = ("random", "sharegpt", "custom", "prefix_repetition")  # vLLM's --dataset-name values we build
 
 # Independent RNG streams derived from the one user seed, so that changing e.g. the number of
 # warm-ups never changes the measured requests or their arrival times.
@@ -34,17 +45,36 @@ _STREAM_ARRIVALS = 1
 _STREAM_WARMUPS = 2
 
 _INT_FIELDS = frozenset(
-    {"num_prompts", "random_input_len", "random_output_len", "random_prefix_len", "num_warmups", "seed"}
-)
+    {
+        "num_prompts", "random_input_len", "random_output_len", "random_prefix_len", "num_warmups", "seed",
+        "prefix_repetition_prefix_len", "prefix_repetition_suffix_len", "prefix_repetition_num_prefixes",
+        "prefix_repetition_output_len",
+    }
+)  # fmt: skip
+_NULLABLE_INT_FIELDS = frozenset({"max_concurrency", "custom_output_len"})
 _FLOAT_FIELDS = frozenset({"request_rate", "burstiness", "random_range_ratio"})
+_BOOL_FIELDS = frozenset({"skip_chat_template"})
+# fields added after studies were first stored: left out of to_dict() at their defaults, so a spec that
+# does not use them keeps its dict form, and a study its fingerprint
+_LATER_FIELDS = frozenset(
+    {
+        "skip_chat_template", "prefix_repetition_prefix_len", "prefix_repetition_suffix_len",
+        "prefix_repetition_num_prefixes", "prefix_repetition_output_len",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class WorkloadSpec:
     """What ``vllm bench serve`` would send: dataset, sizes and arrival process (same defaults).
 
-    ``dataset_path`` selects ShareGPT; otherwise the ``random_*`` fields describe vLLM's random dataset.
-    ``max_concurrency`` is a client-side cap applied by whoever sends the requests, not here.
+    ``dataset_name`` is vLLM's ``--dataset-name``; unset, it is ``sharegpt`` when ``dataset_path`` is
+    given and ``random`` otherwise (the name that is implied is stored as None, so both spellings are
+    one spec). ``random_*`` describe the random dataset, ``custom_output_len`` and
+    ``skip_chat_template`` the custom one (JSONL of ``prompt`` and ``output_tokens``; None is vLLM's
+    256 output tokens, -1 each line's ``output_tokens``), ``prefix_repetition_*`` the
+    prefix_repetition one. ``max_concurrency`` is a client-side cap applied by whoever sends the
+    requests, not here.
     """
 
     num_prompts: int = 1000
@@ -58,6 +88,25 @@ class WorkloadSpec:
     dataset_path: str | None = None
     num_warmups: int = 0
     seed: int = 0
+    dataset_name: str | None = None
+    custom_output_len: int | None = None
+    skip_chat_template: bool = False
+    prefix_repetition_prefix_len: int = 256
+    prefix_repetition_suffix_len: int = 256
+    prefix_repetition_num_prefixes: int = 10
+    prefix_repetition_output_len: int = 128
+
+    def __post_init__(self) -> None:
+        if self.dataset_name is not None and self.dataset_name == self._implied_dataset():
+            object.__setattr__(self, "dataset_name", None)
+
+    def _implied_dataset(self) -> str:
+        return "sharegpt" if self.dataset_path is not None else "random"
+
+    @property
+    def dataset(self) -> str:
+        """The dataset's vLLM name: ``random``, ``sharegpt``, ``custom`` or ``prefix_repetition``."""
+        return self.dataset_name or self._implied_dataset()
 
     def validate(self) -> None:
         """Raise :class:`InputError` with one line naming the first bad field (vLLM would fail later)."""
@@ -81,14 +130,39 @@ class WorkloadSpec:
             raise InputError(f"num_warmups must not be negative, got {self.num_warmups}")
         if self.seed < 0:
             raise InputError(f"seed must not be negative, got {self.seed}")
+        self._validate_dataset()
+
+    def _validate_dataset(self) -> None:
+        dataset = self.dataset
+        if dataset not in DATASETS:
+            raise InputError(f"dataset_name must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        if dataset in ("sharegpt", "custom") and self.dataset_path is None:
+            raise InputError(f"the {dataset} dataset needs dataset_path (--dataset-path FILE)")
+        if self.custom_output_len is not None and self.custom_output_len != -1 and self.custom_output_len < 1:
+            raise InputError("custom_output_len must be at least 1, or -1 for each line's output_tokens")
+        if dataset != "prefix_repetition":
+            return
+        for name in ("prefix_repetition_suffix_len", "prefix_repetition_num_prefixes", "prefix_repetition_output_len"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prefix_repetition_prefix_len < 0:
+            raise InputError(
+                f"prefix_repetition_prefix_len must not be negative, got {self.prefix_repetition_prefix_len}"
+            )
+        if self.num_prompts < self.prefix_repetition_num_prefixes:
+            raise InputError(
+                f"num_prompts ({self.num_prompts}) must be at least prefix_repetition_num_prefixes "
+                f"({self.prefix_repetition_num_prefixes}): every prefix is used by at least one request"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Snake-case fields for TOML/JSON files: infinities become ``"inf"`` (JSON has no infinity)
-        and unset (None) fields are left out (TOML has no null); :meth:`from_dict` reads it back."""
+        and unset (None) fields are left out (TOML has no null), as are fields added later while at
+        their defaults; :meth:`from_dict` reads it back."""
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is None:
+            if value is None or (field.name in _LATER_FIELDS and value == field.default):
                 continue
             if isinstance(value, float) and math.isinf(value):
                 value = "inf" if value > 0 else "-inf"
@@ -127,8 +201,8 @@ def _coerce(key: str, value: Any) -> Any:
             except ValueError:
                 pass
         raise InputError(f"workload key {key!r} must be a number or 'inf', got {value!r}")
-    if key in _INT_FIELDS or key == "max_concurrency":
-        if value is None and key == "max_concurrency":
+    if key in _INT_FIELDS or key in _NULLABLE_INT_FIELDS:
+        if value is None and key in _NULLABLE_INT_FIELDS:
             return None
         if isinstance(value, bool):
             raise InputError(f"workload key {key!r} must be an integer, got {value!r}")
@@ -142,49 +216,36 @@ def _coerce(key: str, value: Any) -> Any:
             except ValueError:
                 pass
         raise InputError(f"workload key {key!r} must be an integer, got {value!r}")
+    if key in _BOOL_FIELDS:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"workload key {key!r} must be true or false, got {value!r}")
+    if key == "dataset_name":
+        if value is None or isinstance(value, str):
+            return value or None
+        raise InputError(f"workload key {key!r} must be one of {', '.join(DATASETS)}, got {value!r}")
     # dataset_path
     if value is None or isinstance(value, str):
         return value or None
     raise InputError(f"workload key {key!r} must be a file path, got {value!r}")
 
 
-@dataclass(frozen=True)
-class WorkloadRequest:
-    """One request: its prompt as token ids of :class:`SimTokenizer`, and how many tokens to generate.
+def build_requests(
+    spec: WorkloadSpec, tokenizer: PromptTokenizer | None = None, *, chat: bool = False
+) -> list[WorkloadRequest]:
+    """The ``num_prompts`` measured requests, reproducible from ``spec.seed``.
 
-    The first ``prefix_len`` ids are the prefix shared by all requests (for prefix caching). ShareGPT
-    requests keep their original ``text``, which is what a real server must be sent.
+    ``tokenizer`` is the served model's (:func:`.tokenizers.prompt_tokenizer`); None is the simulator's.
+    ``chat``: the requests go to the chat endpoint, so each prompt is fitted (random datasets) and
+    counted through the model's chat template.
     """
-
-    index: int
-    prompt_token_ids: tuple[int, ...]
-    output_len: int
-    prefix_len: int = 0
-    text: str | None = None
-
-    @property
-    def prompt_len(self) -> int:
-        """Prompt length in tokens."""
-        return len(self.prompt_token_ids)
-
-    @property
-    def prompt_text(self) -> str:
-        """The prompt as text: the original ShareGPT text, else the decoded token ids."""
-        if self.text is not None:
-            return self.text
-        return SimTokenizer().decode(self.prompt_token_ids)
-
-
-def build_requests(spec: WorkloadSpec) -> list[WorkloadRequest]:
-    """The ``num_prompts`` measured requests, reproducible from ``spec.seed``."""
     spec.validate()
-    rng = np.random.default_rng(spec.seed)
-    if spec.dataset_path is not None:
-        return _sharegpt_requests(spec.dataset_path, spec.num_prompts, rng)
-    return _random_requests(spec, spec.num_prompts, rng)
+    return _requests(spec, spec.num_prompts, np.random.default_rng(spec.seed), tokenizer, chat)
 
 
-def build_warmup_requests(spec: WorkloadSpec) -> list[WorkloadRequest]:
+def build_warmup_requests(
+    spec: WorkloadSpec, tokenizer: PromptTokenizer | None = None, *, chat: bool = False
+) -> list[WorkloadRequest]:
     """``num_warmups`` requests from the same length distribution, from their own seed stream.
 
     vLLM's bench instead resends its first request ``num_warmups`` times; distinct prompts avoid
@@ -194,21 +255,41 @@ def build_warmup_requests(spec: WorkloadSpec) -> list[WorkloadRequest]:
     if spec.num_warmups == 0:
         return []
     rng = np.random.default_rng([spec.seed, _STREAM_WARMUPS])
-    if spec.dataset_path is not None:
-        return _sharegpt_requests(spec.dataset_path, spec.num_warmups, rng)
-    return _random_requests(spec, spec.num_warmups, rng)
+    return _requests(spec, spec.num_warmups, rng, tokenizer, chat)
 
 
-def length_bounds(length: int, range_ratio: float) -> tuple[int, int]:
-    """Inclusive integer range lengths are drawn from, as vLLM's ``RandomDataset.get_sampling_params``:
-    ``[floor(L*(1-r)), ceil(L*(1+r))]`` computed in floating point, with the low end raised to 1."""
-    low = math.floor(length * (1 - range_ratio))
-    high = math.ceil(length * (1 + range_ratio))
-    return max(low, 1), max(high, 1)
+def _requests(
+    spec: WorkloadSpec, n: int, rng: np.random.Generator, tokenizer: PromptTokenizer | None, chat: bool
+) -> list[WorkloadRequest]:
+    tok = tokenizer if tokenizer is not None else SimTokenizer()
+    sim = isinstance(tok, SimTokenizer)
+    if chat and not sim and not tok.has_chat_template:
+        raise InputError(f"--endpoint chat needs a chat template, and the tokenizer of {tok.name} has none: "
+                         f"vLLM answers {NO_CHAT_TEMPLATE!r}")  # fmt: skip
+    dataset = spec.dataset
+    if dataset == "sharegpt":
+        assert spec.dataset_path is not None  # validate() checked
+        return text_requests(tok, load_sharegpt(spec.dataset_path, tok), n, rng, chat=chat)
+    if dataset == "custom":
+        assert spec.dataset_path is not None
+        pairs = load_custom(spec.dataset_path, spec.custom_output_len)
+        return text_requests(tok, pairs, n, rng, chat=chat, template=not spec.skip_chat_template)
+    if dataset == "prefix_repetition":
+        return prefix_repetition_requests(
+            tok, n, rng, prefix_len=spec.prefix_repetition_prefix_len, suffix_len=spec.prefix_repetition_suffix_len,
+            num_prefixes=spec.prefix_repetition_num_prefixes, output_len=spec.prefix_repetition_output_len, chat=chat,
+        )  # fmt: skip
+    if sim:  # the simulator's vocabulary: every id is a word, no fitting needed (and the fast path)
+        return _sim_random_requests(spec, n, rng)
+    return random_requests(
+        tok, n, rng, input_len=spec.random_input_len, output_len=spec.random_output_len,
+        range_ratio=spec.random_range_ratio, prefix_len=spec.random_prefix_len, chat=chat,
+    )  # fmt: skip
 
 
-def _random_requests(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> list[WorkloadRequest]:
-    """vLLM's random dataset: uniform integer lengths, one shared random prefix, random ids after it.
+def _sim_random_requests(spec: WorkloadSpec, n: int, rng: np.random.Generator) -> list[WorkloadRequest]:
+    """vLLM's random dataset in the simulator's vocabulary: uniform integer lengths, one shared random
+    prefix, random ids after it.
 
     Draws in vLLM's order (input lengths, output lengths, then the prefix); the body is one numpy
     call for all requests so that building hundreds of long prompts stays in the millisecond range.
@@ -249,91 +330,6 @@ def _token_id_objects() -> np.ndarray:
     table = np.array(list(range(VOCAB_SIZE)), dtype=object)
     table.flags.writeable = False
     return table
-
-
-def _sharegpt_requests(path: str, n: int, rng: np.random.Generator) -> list[WorkloadRequest]:
-    """ShareGPT conversations filtered like vLLM's sampler, shuffled, reused cyclically if too few."""
-    pairs = _load_sharegpt(path)
-    order = rng.permutation(len(pairs)).tolist()
-    tokenizer = SimTokenizer()
-    encoded: dict[int, tuple[int, ...]] = {}
-    requests = []
-    for i in range(n):
-        k = order[i % len(order)]
-        prompt, output_len = pairs[k]
-        if k not in encoded:
-            encoded[k] = tuple(tokenizer.encode(prompt))
-        requests.append(WorkloadRequest(index=i, prompt_token_ids=encoded[k], output_len=output_len, text=prompt))
-    return requests
-
-
-def _load_sharegpt(path: str) -> list[tuple[str, int]]:
-    """(prompt text, output length) of every usable entry, in file order; DatasetError otherwise."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"dataset file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(
-            f"dataset file {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
-        ) from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"dataset file {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read dataset file {path}: {e.strerror or e}") from None
-    if not isinstance(data, list):
-        raise DatasetError(
-            f"dataset file {path} is not in ShareGPT format: expected a JSON list of objects "
-            f'with a "conversations" list, got a JSON {type(data).__name__}'
-        )
-    tokenizer = SimTokenizer()
-    shaped = 0
-    pairs: list[tuple[str, int]] = []
-    for entry in data:
-        turns = _two_turns(entry)
-        if turns is None:
-            continue
-        shaped += 1
-        prompt, completion = turns
-        prompt_len = tokenizer.count(prompt)
-        output_len = tokenizer.count(completion)
-        if (
-            prompt_len < SHAREGPT_MIN_LEN
-            or output_len < SHAREGPT_MIN_LEN
-            or prompt_len > SHAREGPT_MAX_PROMPT_LEN
-            or prompt_len + output_len > SHAREGPT_MAX_TOTAL_LEN
-        ):
-            continue
-        pairs.append((prompt, output_len))
-    if shaped == 0:
-        raise DatasetError(
-            f'dataset file {path} is not in ShareGPT format: no entry has a "conversations" list '
-            'with at least two turns of {"from": ..., "value": ...}'
-        )
-    if not pairs:
-        raise DatasetError(
-            f"dataset file {path} has no usable conversations: all {shaped} are outside vLLM's limits "
-            f"(prompt and output >= {SHAREGPT_MIN_LEN} tokens, prompt <= {SHAREGPT_MAX_PROMPT_LEN}, "
-            f"total <= {SHAREGPT_MAX_TOTAL_LEN})"
-        )
-    return pairs
-
-
-def _two_turns(entry: Any) -> tuple[str, str] | None:
-    """The first two turn texts of a ShareGPT entry, or None when the entry has another shape."""
-    if not isinstance(entry, Mapping):
-        return None
-    turns = entry.get("conversations")
-    if not isinstance(turns, Sequence) or isinstance(turns, str) or len(turns) < 2:
-        return None
-    texts = []
-    for turn in turns[:2]:
-        value = turn.get("value") if isinstance(turn, Mapping) else None
-        if not isinstance(value, str):
-            return None
-        texts.append(value)
-    return texts[0], texts[1]
 
 
 def arrival_offsets(spec: WorkloadSpec, n: int) -> np.ndarray:

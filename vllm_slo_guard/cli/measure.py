@@ -63,6 +63,10 @@ def simulate(
         )
     except SloGuardError as exc:
         raise click.ClickException(str(exc)) from None
+    from ..vllm_rules.args import unmodelled_note
+
+    if (note := unmodelled_note(engine_args)) is not None:  # stderr: --json keeps stdout one object
+        click.echo(f"note: {note}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, sort_keys=False))
         return
@@ -95,10 +99,15 @@ def simulate(
 def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool) -> None:
     """Say why a vLLM server failed, from its log LOGFILE (`-` reads standard input).
 
-    Prints the crash category (oom, config_invalid, timeout, engine_error or environment), the
-    root-cause line and a one-line repair, or `no failure found`.
+    Prints the crash category, the root-cause line and a one-line repair, or `no failure found`. A
+    configuration's failures are oom, config_invalid, timeout and engine_error; no configuration
+    fixes environment (the machine: vLLM or the model missing, a port taken) or request_error (the
+    workload: the running server refused most generation requests with a 4xx, e.g. prompts longer
+    than --max-model-len or token ids outside the vocabulary). `vllm-tune tune` stops on both.
     """
+    from ..bench.failures import MAX_FAILURE_SHARE
     from ..engine.crash import CrashReport, classify, exit_code_from_log
+    from ..engine.crash.requests import refused_requests
 
     if logfile == "-":
         text = sys.stdin.read()
@@ -111,6 +120,8 @@ def explain(logfile: str, exit_code: int | None, timed_out: bool, as_json: bool)
     if exit_code is None:
         exit_code = exit_code_from_log(text)
     report: CrashReport | None = classify(text, exit_code=exit_code, timed_out=timed_out)
+    if report is None:  # the server ran: did it refuse the workload?
+        report = refused_requests(text, max_share=MAX_FAILURE_SHARE)
     if as_json:
         keys = ("category", "root_cause", "suggestion", "pattern", "phase", "exit_code", "evidence")
         click.echo(json.dumps(report.to_json() if report else dict.fromkeys(keys), indent=2))
@@ -154,9 +165,10 @@ def bench(
     """Measure one configuration of MODEL end to end: start, wait, load, measure, stop.
 
     Any other flag is a `vllm serve` flag, forwarded unchanged. The server binds 127.0.0.1 on a free
-    port and is always stopped, also on Ctrl-C. Exit status: 0 when the server ran (whether or not
-    the SLOs held; see `status`), 1 when it crashed (the crash category and vLLM's root cause are
-    printed), 2 for usage errors.
+    port and is always stopped, also on Ctrl-C. Exit status: 0 when the server ran and every request
+    completed (whether or not the SLOs held; see `status`), 1 when it crashed (the crash category and
+    vLLM's root cause are printed; request_error: the server refused the workload's requests) or when
+    any request failed (the failure line names the server's message), 2 for usage errors.
     """
     from ..engine.engines import flag_value
     from ..engine.factory import make_engine
@@ -184,12 +196,19 @@ def bench(
     except KeyboardInterrupt:
         click.echo("interrupted: the trial server was stopped", err=True)
         sys.exit(130)
+    from ..bench.failures import summary_line
+
+    failures = summary_line(result.metrics)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-        sys.exit(1 if result.status == "crash" else 0)
+        if failures:
+            click.echo(failures, err=True)
+        sys.exit(1 if result.status == "crash" or failures else 0)
     if result.crash is not None:
         click.echo(f"crash ({result.crash.category}): {result.crash.root_cause}", err=True)
         click.echo(f"suggestion: {result.crash.suggestion}", err=True)
+        if failures:
+            click.echo(failures, err=True)
         click.echo(f"log: {result.log_path}", err=True)
         sys.exit(1)
     from ..bench.summary import format_bench_result
@@ -198,3 +217,6 @@ def bench(
     click.echo(
         format_bench_result(result.metrics, request_rate=spec.request_rate, max_concurrency=spec.max_concurrency)
     )
+    if failures:
+        click.echo(failures, err=True)
+        sys.exit(1)

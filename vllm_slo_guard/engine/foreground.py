@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -80,14 +79,9 @@ class TeeServer(ServerProcess):
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(self.env or {})}, start_new_session=True,
-        )  # fmt: skip
-        assert proc.stdout is not None and proc.stderr is not None
-        self._proc, self._pgid = proc, proc.pid
-        self.started_at = time.monotonic()
-        self.state = ServerState.STARTING
+        self._spawn(subprocess.PIPE, subprocess.PIPE)  # the lifeline and the record, as for a trial server
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
         self.relay = Relay(self.log_path, [(proc.stdout, 1), (proc.stderr, 2)])
 
     def wait(self) -> int:

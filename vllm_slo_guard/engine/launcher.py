@@ -6,13 +6,19 @@ stderr go to one log file per trial; nothing is piped that is not read. Readines
 ``/health`` against one deadline while the process is watched, so a crash is seen at once and a
 silent hang becomes a timeout, never "healthy". Stopping sends SIGTERM to the group, then SIGKILL
 after a grace period, reaps the leader, and waits until the port is free again.
+
+So that a server never outlives a ``vllm-tune`` killed by SIGKILL, it is started through the lifeline
+(``lifeline.py``: PDEATHSIG, then exec; a watchdog that stops the group) and recorded beside its log
+(``server_record.py``) until it is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,8 +27,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import httpx
+
+from . import lifeline
+from .lifeline import group_alive as _group_alive
+from .lifeline import group_members
+from .server_record import remove_record, write_record
+
+__all__ = ["Readiness", "ServerProcess", "ServerState", "free_port", "group_members", "port_is_free"]
 
 POLL_INTERVAL_S = 0.25
 
@@ -62,30 +76,15 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of a process group, read from /proc (Linux)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 2 and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _group_alive(pgid: int) -> bool:
-    if Path("/proc/self/stat").exists():
-        return bool(group_members(pgid))
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+def _check_executable(argv0: str, env: Mapping[str, str]) -> None:
+    """Raise what ``Popen`` would for a missing command (the lifeline, not the server, is what Popen runs)."""
+    if os.sep in argv0:
+        if not os.path.exists(argv0):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+        if not os.access(argv0, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), argv0)
+    elif shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
 
 
 class ServerProcess:
@@ -109,6 +108,8 @@ class ServerProcess:
         self.state = ServerState.UNSTARTED
         self._proc: subprocess.Popen[bytes] | None = None
         self._pgid: int | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self.record_path: Path | None = None
         self.started_at: float | None = None
         self.exit_code: int | None = None
 
@@ -124,19 +125,30 @@ class ServerProcess:
         if self.state is not ServerState.UNSTARTED:
             raise RuntimeError(f"server already {self.state.value}; start a new ServerProcess")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **(self.env or {})}
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
+            self._spawn(log, subprocess.STDOUT)
+
+    def _spawn(self, stdout: IO[bytes] | int, stderr: IO[bytes] | int) -> None:
+        """Start the server in its own session (through the lifeline where there is one), then record it."""
+        env = {**os.environ, **(self.env or {})}
+        guarded = lifeline.enabled()
+        argv = self.argv
+        if guarded:
+            _check_executable(argv[0], env)
+            argv = lifeline.exec_argv(argv, env)
+        self._proc = subprocess.Popen(
+            argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
         self._pgid = self._proc.pid
         self.started_at = time.monotonic()
         self.state = ServerState.STARTING
+        self.record_path = write_record(self.log_path.parent, self._proc.pid, self._pgid, self.port, self.argv)
+        if guarded:
+            with open(self.log_path, "ab") as log:
+                self._watchdog = subprocess.Popen(
+                    lifeline.watch_argv(self._pgid, self.record_path), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                )  # fmt: skip
 
     def poll(self) -> int | None:
         """The exit code if the leader process has exited (and reaps it), else None."""
@@ -189,8 +201,7 @@ class ServerProcess:
                     self._proc.wait(timeout=grace_s)
             # the leader may be gone while children of the group linger: kill what is left
             if _group_alive(self._pgid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self._pgid, signal.SIGKILL)
+                lifeline.kill_group(self._pgid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=10)
             deadline = time.monotonic() + 5
@@ -198,10 +209,21 @@ class ServerProcess:
                 time.sleep(0.05)
             self.exit_code = self._proc.returncode
             self.state = ServerState.STOPPED
+            self._release()
         deadline = time.monotonic() + port_wait_s
         while not port_is_free(self.host, self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
         return self.exit_code
+
+    def _release(self) -> None:
+        """The group is stopped: the watchdog and the record go too."""
+        if self._watchdog is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+        remove_record(self.record_path)
+        self.record_path = None
 
     def log_text(self, max_bytes: int = 4 * 2**20) -> str:
         """The tail of the log file (stdout and stderr interleaved)."""

@@ -4,7 +4,10 @@
 
 Both turn a repaired config's ``vllm serve`` argv into an :class:`Outcome` with the objective's value,
 the normalized SLO violation, and the cost in seconds (startup, measurement). Both answer the memory
-guard's question first (``guard``), so a config predicted to fail is never launched.
+guard's question first (``guard``), so a config predicted to fail is never launched. Both judge a
+measurement whose requests failed by its failures (``bench.failures``), as ``trial.run_trial`` does:
+a crash of category ``request_error`` (the workload's fault, the loop stops), ``engine_error`` or
+``timeout``, never a figure.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..bench.capacity import find_capacity
+from ..bench.failures import CLIENT_ERROR, TIMEOUT, verdict_of_metrics
 from ..bench.workload import WorkloadSpec
+from ..engine.crash import Category
 from ..engine.engines import Engine, flag_value
 from ..engine.factory import engine_for
 from ..engine.sim import simulate
@@ -64,6 +69,19 @@ def _status(violation: float) -> TrialStatus:
     return TrialStatus.OK if violation <= 0 else TrialStatus.SLO_VIOLATION
 
 
+def failed_requests(metrics: dict[str, Any], startup_s: float, measurement_s: float) -> Outcome | None:
+    """The crash outcome of a measurement with too many failed requests (in-process), else None."""
+    verdict = verdict_of_metrics(metrics)
+    if verdict is None:
+        return None
+    kinds = {CLIENT_ERROR: Category.REQUEST_ERROR, TIMEOUT: Category.TIMEOUT}
+    category = kinds.get(verdict.kind, Category.ENGINE_ERROR)
+    return Outcome(
+        TrialStatus.CRASH, {}, category=str(category), root_cause=verdict.describe(), violation=math.inf,
+        metrics=metrics, startup_s=startup_s, measurement_s=measurement_s,
+    )  # fmt: skip
+
+
 @dataclass
 class VirtualSimEvaluator:
     """The in-process simulator (virtual time): thousands of trials per minute."""
@@ -97,6 +115,9 @@ class VirtualSimEvaluator:
         result = self._run(argv, workload, seed)
         if result.status == "crash":
             return self._crash(result)
+        failed = failed_requests(result.metrics, result.startup_s or 0.0, result.metrics["duration"])
+        if failed is not None:
+            return failed
         violation = self.objective.violation(result.metrics)
         return Outcome(
             _status(violation), {}, objective=self.objective.latency_value(result.metrics), violation=violation,
@@ -115,6 +136,9 @@ class VirtualSimEvaluator:
         first = self._run(argv, dataclasses.replace(workload, request_rate=math.inf), seed)
         if first.status == "crash":
             return self._crash(first)
+        failed = failed_requests(first.metrics, first.startup_s or 0.0, first.metrics["duration"])
+        if failed is not None:
+            return failed
         measured_s = 0.0
 
         def measure(rate: float) -> tuple[dict[str, Any], float]:

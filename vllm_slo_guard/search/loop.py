@@ -6,7 +6,12 @@ is not run again: its outcome is reused (``reused_from``) and the trial does not
 budget; 50 duplicates in a row mean the searcher has nothing new to propose, and the run stops. The
 memory guard rejects configs that cannot start (``guarded``: no launch, no cost, but counted, so a
 searcher that keeps proposing impossible configs still ends). A trial whose failure no config can fix
-(vLLM missing, model missing, port in use: category ``environment``) aborts the run with one line.
+aborts the run with one line: the machine's (vLLM missing, model missing, port in use: category
+``environment``) or the workload's (the server refused the requests themselves with a 4xx, e.g. a
+prompt longer than ``max_model_len`` or a token id outside the vocabulary: ``request_error``, with the
+server's message). The aborting trial is shown (one progress line) but not stored: it says nothing
+about its config. One exception: a context-length refusal while ``max_model_len`` is tuned and this
+trial's value is below the knob's highest is that config's fault, and is stored as its crash.
 
 Budgets: ``spec.budget`` counted trials for the whole study, and optionally ``spec.time_budget_s`` of
 summed trial cost (startup + measurement; simulated seconds in virtual mode, wall seconds otherwise).
@@ -32,8 +37,9 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..engine.crash import Category
+from ..engine.crash import Category, aborts_run
 from ..errors import SloGuardError
 from ..outcome import Outcome, TrialPhase, TrialStatus, rank_key
 from ..progress import Progress, TuneStatus
@@ -48,6 +54,13 @@ from .storage import StudyStore
 
 MAX_CONSECUTIVE_DUPLICATES = 50
 KILL_AFTER_ENV = "SLO_GUARD_TEST_KILL_AFTER"
+# vLLM's refusals of a request that does not fit max_model_len (``vllm/renderers/params.py``,
+# ``vllm/sampling_params.py``: a prompt of exactly max_model_len leaves max_tokens 0)
+_CONTEXT_LENGTH_REFUSALS = (
+    "maximum context length",
+    "cannot be greater than max_model_len",
+    "max_tokens must be at least 1",
+)
 
 
 class EnvironmentAbort(SloGuardError):
@@ -136,11 +149,34 @@ class TuningLoop:
         return len(search)
 
     def _environment(self, n: int, outcome: Outcome) -> EnvironmentAbort:
+        kept = f"{len(self.search)} trials kept in study {self.store.name!r}"
+        if outcome.category == Category.REQUEST_ERROR:
+            return EnvironmentAbort(
+                f"trial {n}: the server refused the workload, which no configuration can fix: {outcome.root_cause} "
+                f"({kept}; make the workload fit the model and run again)"
+            )
         return EnvironmentAbort(
             f"trial {n} failed for a reason no configuration can fix: {outcome.root_cause} "
-            f"({len(self.search)} trials kept in study {self.store.name!r}; fix it, then re-run the same "
-            "command to resume)"
+            f"({kept}; fix it, then re-run the same command to resume)"
         )
+
+    def _aborts(self, outcome: Outcome, config: dict[str, Any]) -> bool:
+        """No configuration can fix this outcome (see the module docstring for the max_model_len exception)."""
+        if not aborts_run(outcome.category):
+            return False
+        if outcome.category != Category.REQUEST_ERROR or "max_model_len" not in self.problem.space.names:
+            return True
+        cause = (outcome.root_cause or "").lower()
+        highest = self.problem.space.knob("max_model_len").high
+        short = highest is not None and config.get("max_model_len", highest) < highest
+        return not (short and any(text in cause for text in _CONTEXT_LENGTH_REFUSALS))
+
+    def _abort(self, n: int, outcome: Outcome, phase: str, confirm_after: int | None = None) -> EnvironmentAbort:
+        """Show the aborting trial's line (not stored: it says nothing about its config), then the abort."""
+        outcome.phase = phase
+        record = TrialRecord(n, outcome, counted=False, cost_s=0.0, confirm_after=confirm_after)
+        self.progress.update(record, self.status)
+        return self._environment(n, outcome)
 
     def _cost(self, outcome: Outcome, wall_s: float) -> float:
         return outcome.cost_s if self.virtual else wall_s
@@ -183,8 +219,9 @@ class TuningLoop:
                 )
             else:
                 outcome = self.evaluator.evaluate(argv, seed=search_seed(self.spec))
-                if outcome.category == Category.ENVIRONMENT:
-                    raise self._environment(n, outcome)
+                if self._aborts(outcome, repaired.config):
+                    outcome.config, outcome.argv = dict(repaired.config), list(argv)
+                    raise self._abort(n, outcome, phase)
             outcome.config = dict(repaired.config)
             outcome.repair_notes = list(repaired.notes)
             outcome.phase = phase
@@ -233,8 +270,9 @@ class TuningLoop:
         source = candidate.outcome
         seed = trial_seed(self.spec.seed, candidate.number, "confirm")
         outcome = self.evaluator.evaluate(source.argv, seed=seed, confirm=True)
-        if outcome.category == Category.ENVIRONMENT:
-            raise self._environment(candidate.number, outcome)
+        if self._aborts(outcome, source.config):
+            outcome.config, outcome.argv = dict(source.config), list(source.argv)
+            raise self._abort(candidate.number, outcome, TrialPhase.CONFIRM, confirm_after=after)
         outcome.config = dict(source.config)
         outcome.repair_notes = list(source.repair_notes)
         outcome.phase = TrialPhase.CONFIRM

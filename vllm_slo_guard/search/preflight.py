@@ -1,10 +1,12 @@
 """Pre-flight of the pinned flags: a run stops at once, in one line, when vLLM refuses the user's own flags.
 
 A pinned flag is never tuned, so vLLM refusing it fails every trial the same way; fifteen crashed
-trials would bury the one line that matters. Two checks: before the first trial, vLLM's defaults plus
-the pinned (and ``--fix``) flags against the guard's rules (:func:`check_pinned_defaults`); then, on
-trials that really launched a server, the crash classifier's verdict: the flags its argparse rules
-name, carried on the outcome (:class:`PinnedFlagCheck`).
+trials would bury the one line that matters. Three checks: before the first trial, with the real engine,
+the installed vLLM's own parser in its own Python (``engine/vllm_args.py``; with the simulated one, the
+table of vLLM's flags is the parser, and the flags it accepts without modelling them are named once);
+then vLLM's defaults plus the pinned (and ``--fix``) flags against the guard's rules
+(:func:`check_pinned_defaults`); then, on trials that really launched a server, the crash classifier's
+verdict: the flags its argparse rules name, carried on the outcome (:class:`PinnedFlagCheck`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..engine.crash import Category, classify
+from ..engine.vllm_args import check_serve_flags
 from ..errors import InputError
 from ..guard import GuardVerdict, predict
 from ..outcome import Outcome, TrialStatus
@@ -21,6 +24,7 @@ from ..progress import Progress
 from ..space import vllm_defaults
 from ..spec import TuneSpec
 from ..text import first_line
+from ..vllm_rules.args import unmodelled_note
 from ..vllm_rules.startup import Device
 from .evaluators import Evaluator, VirtualSimEvaluator, make_evaluator
 from .problem import Problem, build_problem, fixed_argv
@@ -92,6 +96,10 @@ def tune_checked(spec: TuneSpec, progress: Progress) -> TuneResult:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as `tune`: our progress lines, not Optuna's
     spec.validate()
+    if spec.engine == "vllm":  # what the installed vLLM refuses stops here, in its own words
+        check_serve_flags(spec.model, spec.pinned_args, spec.vllm_cmd, note=progress.note)
+    elif (note := unmodelled_note(spec.pinned_args)) is not None:
+        progress.note(note)
     device = spec.trial_device()
     problem = build_problem(spec, device)
     check_pinned_defaults(spec, problem, device)

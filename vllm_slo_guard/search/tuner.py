@@ -7,15 +7,27 @@ The parts are elsewhere, one job each: the problem (``problem.py``), the evaluat
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..engine.server_record import stop_stale
 from ..progress import NullProgress, Progress
 from ..spec import TuneSpec, identity_hash
 from .base import SearchContext, Searcher
-from .evaluators import Evaluator, VirtualSimEvaluator, make_evaluator
+from .evaluators import Evaluator, ServerEvaluator, VirtualSimEvaluator, make_evaluator
 from .loop import TuningLoop
 from .problem import build_problem
 from .registry import make_searcher
 from .result import TuneResult, build_result
 from .storage import default_storage_url, open_study
+
+
+def _server_logs(evaluator: object) -> Path | None:
+    """The log folder of a real-server evaluator, also when wrapped (``preflight.PinnedFlagCheck``)."""
+    while not isinstance(evaluator, ServerEvaluator):
+        evaluator = getattr(evaluator, "inner", None)
+        if evaluator is None:
+            return None
+    return evaluator.log_dir
 
 
 def tune(
@@ -71,6 +83,8 @@ def tune(
     try:
         resumed = loop.replay()
         progress.start(loop.status, study_name=name, storage=url, resumed=resumed)
+        for line in stop_stale(_server_logs(evaluator)):  # a server an earlier run of this study could not stop
+            progress.note(line)
         loop.run_search()
         loop.run_confirmation()
         result = build_result(

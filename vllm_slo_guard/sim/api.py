@@ -1,7 +1,8 @@
 """The HTTP face of the simulated server: vLLM's routes as a Starlette app over one :class:`EngineRunner`.
 
 Each endpoint answers what ``vllm serve`` answers, status codes and error bodies included, so that
-clients and tuners cannot tell the two apart (the bodies themselves are built in :mod:`.openai_bodies`).
+clients and tuners cannot tell the two apart (the bodies themselves are built in :mod:`.openai_bodies`,
+vLLM's refusals of a request that does not fit the model in :mod:`.request_limits`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..bench.sim_tokenizer import VOCAB_SIZE, SimTokenizer
+from ..bench.tokenizers import prompt_tokenizer
 from .engine import RequestRejected
 from .messages import ENGINE_DEAD_MESSAGE, VLLM_VERSION
 from .openai_bodies import (
@@ -29,6 +31,14 @@ from .openai_bodies import (
     usage,
 )
 from .realtime import EngineRunner, RequestStream
+from .request_limits import (
+    ERROR_LOG_WHERE,
+    Refused,
+    check_lengths,
+    out_of_vocabulary,
+    stream_error_event,
+    validation_frames,
+)
 from .request_parsing import (
     BadRequest,
     chat_prompt,
@@ -38,6 +48,7 @@ from .request_parsing import (
     validated_token_ids,
 )
 from .sse import SseResponse
+from .tracebacks import format_traceback
 
 # (path, methods) of every route, in the order vLLM lists its routes at startup
 ROUTES = (
@@ -74,10 +85,15 @@ class Api:
         self.model_root = model_root
         self.api_key = api_key
         self.fingerprint = f"vllm-{VLLM_VERSION}-{secrets.token_hex(4)}"
-        self.tokenizer = SimTokenizer()
+        self.tokenizer = SimTokenizer()  # the output tokens' words
+        # prompts are counted in the model's own tokens when it has a tokenizer here (as vLLM counts them)
+        self.prompt_tokenizer = prompt_tokenizer(model_root, sim_fallback=True)
         # each output token's text: one vocabulary word with a leading space (words need no JSON escaping)
         self.token_text = [" " + self.tokenizer.decode([i]) for i in range(VOCAB_SIZE)]
         self.token_json = [text.encode() for text in self.token_text]
+        # vLLM's bounds: the largest valid id (``Renderer.validate_token_ids``) and the longest token's text
+        self.vocab_limit = max(self.prompt_tokenizer.max_token_id + 1, runner.engine.arch.vocab_size) - 1
+        self.max_chars_per_token = max(len(text) for text in self.token_text) - 1
 
     # helpers --------------------------------------------------------------------------------------
     def _unauthorized(self, request: Request) -> Response | None:
@@ -115,7 +131,7 @@ class Api:
     async def tokenize(self, request: Request) -> Response:
         try:
             body = json_object(await request.body())
-            tok = self.tokenizer
+            tok = self.prompt_tokenizer
             ids = chat_prompt(body, tok) if "messages" in body else completion_prompt(body, tok)
         except BadRequest as exc:
             return error_response(str(exc), "BadRequestError", 400)
@@ -130,7 +146,7 @@ class Api:
             ids = validated_token_ids(tokens if isinstance(tokens, list) else [])
         except BadRequest as exc:
             return error_response(str(exc), "BadRequestError", 400)
-        return JSONResponse({"prompt": self.tokenizer.decode(ids)})
+        return JSONResponse({"prompt": self.prompt_tokenizer.decode(ids)})
 
     # generation -----------------------------------------------------------------------------------
     async def completions(self, request: Request) -> Response:
@@ -138,6 +154,27 @@ class Api:
 
     async def chat_completions(self, request: Request) -> Response:
         return await self._generate(request, chat=True)
+
+    def _check_lengths(self, body: Mapping[str, Any], prompt_len: int, max_tokens: int | None, chat: bool) -> None:
+        """vLLM's length refusals (:func:`.request_limits.check_lengths`) for one request body."""
+        prompt = None if chat else body.get("prompt")
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        param = "max_completion_tokens" if chat and body.get("max_completion_tokens") is not None else "max_tokens"
+        check_lengths(
+            prompt_len, max_tokens, self.runner.max_model_len, text=chat or isinstance(prompt, str),
+            text_chars=len(prompt) if isinstance(prompt, str) else None,
+            max_chars_per_token=self.max_chars_per_token, max_tokens_param=param,
+        )  # fmt: skip
+
+    def _out_of_vocabulary(self, message: str, stream: bool) -> Response:
+        """vLLM's answer to an id outside the vocabulary: 400, or a 200 stream with one error event."""
+        if not stream:
+            return error_response(message, "BadRequestError", 400)
+        out = self.runner.out
+        traceback = format_traceback(validation_frames(), f"vllm.exceptions.VLLMValidationError: {message}", out.paths)
+        out.log.error("APIServer", ERROR_LOG_WHERE, "Error in completion stream generator.\n" + traceback)
+        return Response(stream_error_event(message), media_type="text/event-stream; charset=utf-8")
 
     async def _generate(self, request: Request, chat: bool) -> Response:
         """Shared by completions and chat: validate like vLLM, submit, then stream or wait."""
@@ -148,19 +185,25 @@ class Api:
             body = json_object(await request.body())
             if (missing := self._model_error(body)) is not None:
                 return missing
-            ids = chat_prompt(body, self.tokenizer) if chat else completion_prompt(body, self.tokenizer)
+            tok = self.prompt_tokenizer
+            ids = chat_prompt(body, tok) if chat else completion_prompt(body, tok)
             if not ids:
                 raise BadRequest("The decoder prompt cannot be empty")
             if body.get("n", 1) not in (1, None):
                 raise BadRequest("the simulated engine supports only n=1")
             max_tokens = requested_max_tokens(body, chat)
+            self._check_lengths(body, len(ids), max_tokens, chat)
             if max_tokens is None:
                 max_tokens = max(runner.max_model_len - len(ids), 1)
             runner.check(len(ids), max_tokens)
+        except Refused as exc:
+            return error_response(str(exc), "BadRequestError", 400, exc.parameter)
         except (BadRequest, RequestRejected) as exc:
             return error_response(str(exc), "BadRequestError", 400)
         if runner.dead:
             return _engine_dead_response()
+        if (unknown := out_of_vocabulary(ids, self.vocab_limit)) is not None:
+            return self._out_of_vocabulary(unknown, bool(body.get("stream")))
         stream = runner.submit(ids, len(ids), max_tokens)
         model = str(body.get("model") or runner.model_name)
         request_id = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(16)}"

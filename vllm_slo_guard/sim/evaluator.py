@@ -9,6 +9,7 @@ a 300-request trial far below a tenth of a second.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..bench.metrics import RequestRecord, compute_metrics
-from ..bench.workload import WorkloadSpec, arrival_offsets, build_requests
+from ..bench.tokenizers import prompt_tokenizer
+from ..bench.workload import WorkloadRequest, WorkloadSpec, arrival_offsets, build_requests
 from ..vllm_rules.arch import ModelArch
 from ..vllm_rules.args import ArgparseExit
 from ..vllm_rules.catalog import GpuSpec, resolve_gpu
@@ -169,7 +171,7 @@ def run_workload(
     """Benchmark ``workload`` against a started simulated server, in virtual time."""
     workload.validate()
     engine = server.engine(seed)
-    requests = build_requests(workload)
+    requests = workload_requests(workload, server.cfg.model)
     arrivals = arrival_offsets(workload, len(requests))
     loop = _VirtualClient(engine, requests, arrivals, workload.max_concurrency)
     records, itl_s, duration = loop.run()
@@ -187,6 +189,14 @@ def run_workload(
         engine_steps=engine.step_index,
         engine_args=_engine_args(server.cfg),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def workload_requests(workload: WorkloadSpec, model: str) -> tuple[WorkloadRequest, ...]:
+    """The requests of ``workload`` for ``model``, as the load generator makes them for a real server:
+    in the model's own tokens when it has a tokenizer on this machine, else the simulator's vocabulary.
+    Cached: a tuner replays one workload seed on many configs, and a model's tokenizer costs more."""
+    return tuple(build_requests(workload, prompt_tokenizer(model, sim_fallback=True)))
 
 
 class _VirtualClient:
@@ -223,7 +233,7 @@ class _VirtualClient:
             try:
                 self.engine.add_request(req)
             except RequestRejected as exc:
-                self.records[i] = RequestRecord(False, req.prompt_len, error=str(exc), send_s=req.arrival_s)
+                self.records[i] = RequestRecord(False, req.prompt_len, error=str(exc), send_s=req.arrival_s, status=400)
                 continue
             self.in_flight += 1
 

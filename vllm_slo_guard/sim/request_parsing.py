@@ -1,7 +1,9 @@
 """What an OpenAI request body asks for: its prompt as token ids and its ``max_tokens``.
 
 Validation answers exactly where vLLM answers HTTP 400, so a load generator meets the same errors
-on the simulated server as on ``vllm serve``.
+on the simulated server as on ``vllm serve``. Text is counted with the served model's tokenizer when
+it has one on this machine (a text prompt with its special tokens, chat messages through its chat
+template, as vLLM does), else with the simulator's vocabulary (``bench.tokenizers.prompt_tokenizer``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..bench.sim_tokenizer import SimTokenizer
+from ..bench.tokenizers import PromptTokenizer
+from ..errors import InputError
 
 
 class BadRequest(Exception):
@@ -46,25 +49,43 @@ def validated_token_ids(value: list[Any]) -> list[int]:
     return value
 
 
-def completion_prompt(body: Mapping[str, Any], tokenizer: SimTokenizer) -> list[int]:
-    """The prompt's token ids: a string, token ids, or a list of either (only the first is served)."""
+def _add_special_tokens(body: Mapping[str, Any], default: bool) -> bool:
+    value = body.get("add_special_tokens")
+    return default if value is None else bool(value)
+
+
+def completion_prompt(body: Mapping[str, Any], tokenizer: PromptTokenizer) -> list[int]:
+    """The prompt's token ids: a string, token ids, or a list of either (only the first is served).
+
+    A string is encoded with the tokenizer's special tokens unless ``add_special_tokens`` is false
+    (vLLM's ``CompletionRequest`` default is true)."""
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], (int, bool)):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        return tokenizer.encode(prompt)
+        return tokenizer.encode(prompt, add_special_tokens=_add_special_tokens(body, True))
     if isinstance(prompt, list):
         return validated_token_ids(prompt)
     raise BadRequest("prompt must be a string, a list of token ids, or a list of strings or token-id lists")
 
 
-def chat_prompt(body: Mapping[str, Any], tokenizer: SimTokenizer) -> list[int]:
-    """Chat messages as one prompt: their contents joined by spaces (the simulator has no chat template)."""
+def chat_prompt(body: Mapping[str, Any], tokenizer: PromptTokenizer) -> list[int]:
+    """Chat messages as one prompt: the model's chat template with the generation prompt, encoded
+    without special tokens unless ``add_special_tokens`` (vLLM's ``ChatCompletionRequest`` default is
+    false); the simulator's vocabulary has no template and joins the contents with spaces."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty list")
-    texts = [_text_of_content(m.get("content")) for m in messages if isinstance(m, dict)]
-    return tokenizer.encode(" ".join(texts))
+    turns = [
+        {"role": str(m.get("role") or "user"), "content": _text_of_content(m.get("content"))}
+        for m in messages
+        if isinstance(m, dict)
+    ]
+    try:
+        text = tokenizer.chat_text(turns)
+    except InputError as exc:  # no chat template, or the template refused the messages: vLLM's 400
+        raise BadRequest(str(exc)) from None
+    return tokenizer.encode(text, add_special_tokens=_add_special_tokens(body, False))
 
 
 def requested_max_tokens(body: Mapping[str, Any], chat: bool) -> int | None:

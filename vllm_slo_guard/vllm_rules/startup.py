@@ -21,11 +21,18 @@ from .modelinfo import load_model_arch
 
 @dataclass(frozen=True)
 class Device:
-    """The device a config will run on: its facts, how many there are, and the memory others hold."""
+    """The device a config will run on: its facts, how many there are, and the memory others hold.
+
+    On the CPU backend ``spec.memory_bytes`` is the NUMA node's total, ``node`` the node the worker checks,
+    and ``available_bytes`` the node's available memory probed before vLLM starts (None: a described node,
+    ``total − used_bytes`` available at vLLM's checks, as the simulator has it).
+    """
 
     spec: GpuSpec
     used_bytes: int = 0
     count: int = 1
+    node: int = 0
+    available_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,9 @@ def check_startup(argv: Sequence[str], device: Device) -> StartupCheck:
         raise ArgparseExit(2, MISSING_MODEL)
     arch = load_model_arch(ns.model)
     cfg = resolve_config(ns, arch, device.spec, gpu_count=device.count)
-    plan = plan_memory(cfg, arch, device.spec, used_bytes=device.used_bytes)
+    plan = plan_memory(
+        cfg, arch, device.spec, used_bytes=device.used_bytes, node=device.node, available_bytes=device.available_bytes
+    )
     if device.spec.is_cpu:
         cpu_block_size_check(cfg)
     return StartupCheck(ns, arch, cfg, plan)

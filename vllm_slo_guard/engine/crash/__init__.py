@@ -8,7 +8,8 @@ the deadline or the exit status as the last resort. ``docs/architecture.md`` des
 
 One job per module:
 
-- ``report``: the vocabulary (``Category``, ``Phase``, ``CONFIG_CATEGORIES``) and ``CrashReport``;
+- ``report``: the vocabulary (``Category``, ``Phase``, ``CONFIG_CATEGORIES``, ``RUN_ABORTS``) and
+  ``CrashReport``;
 - ``logtext``: how vLLM's log lines are built (``vllm/logger.py``) and the lines that mark its
   lifecycle and wrap its errors;
 - ``rules``: the messages vLLM prints when it refuses a configuration (``vllm/engine/arg_utils.py``,
@@ -22,14 +23,16 @@ One job per module:
 from __future__ import annotations
 
 from .logtext import exit_code_from_log, strip_log_prefix
-from .report import CONFIG_CATEGORIES, Category, CrashReport, Phase
+from .report import CONFIG_CATEGORIES, RUN_ABORTS, Category, CrashReport, Phase, aborts_run
 from .verdict import classify, startup_crash
 
 __all__ = [
     "CONFIG_CATEGORIES",
+    "RUN_ABORTS",
     "Category",
     "CrashReport",
     "Phase",
+    "aborts_run",
     "classify",
     "exit_code_from_log",
     "startup_crash",

@@ -1,11 +1,13 @@
 """The vocabulary of a failed server: its category, its phase, and the report the tuner records.
 
 The tuner needs one answer per failure: does it blame the configuration (a data point the optimizer
-learns from) or the machine (no configuration can work, so the run stops)? ``Category`` is that
-taxonomy and ``CONFIG_CATEGORIES`` the side of it the optimizer records; ``docs/architecture.md``
-describes it. A ``CrashReport`` carries the category with the one log line that explains it, a
-repair in terms of the flags ``vllm serve`` accepts, and the name of the rule that decided, so that a
-wrong verdict can be traced to the rule in ``rules.py``.
+learns from), the machine, or the workload (no configuration can work, so the run stops)?
+``Category`` is that taxonomy, ``CONFIG_CATEGORIES`` the side of it the optimizer records and
+``RUN_ABORTS`` the other side; ``docs/architecture.md`` describes it. A ``CrashReport`` carries the
+category with the one line that explains it, a repair in terms of the flags ``vllm serve`` accepts,
+and the name of the rule that decided, so that a wrong verdict can be traced to the rule in
+``rules.py`` (or to the failed requests of a measurement: ``request_error``, ``request_failures``,
+``request_timeouts``).
 
 Timeouts get a report here even without a log line to match: the tuner's own deadlines (startup,
 measurement) end a server that vLLM's handshake deadline (``VLLM_ENGINE_READY_TIMEOUT_S`` in
@@ -20,20 +22,43 @@ from typing import Any
 
 
 class Category(str, Enum):
-    """The crash taxonomy: four ways a configuration fails, and one way the machine does."""
+    """The crash taxonomy: four ways a configuration fails, and two ways no configuration can help.
+
+    ``ENVIRONMENT``: the machine (vLLM or the model missing, a port taken, a pinned flag refused).
+    ``REQUEST_ERROR``: the workload. The server started and answered, but refused the requests
+    themselves with a 4xx (vLLM's ``VLLMValidationError``: a prompt longer than ``max_model_len``,
+    a token id outside the model's vocabulary), so every configuration would see the same answers.
+    Failed requests that are the configuration's fault (5xx, dropped streams) are ``ENGINE_ERROR``,
+    requests that time out ``TIMEOUT``.
+    """
 
     OOM = "oom"
     CONFIG_INVALID = "config_invalid"
     TIMEOUT = "timeout"
     ENGINE_ERROR = "engine_error"
     ENVIRONMENT = "environment"
+    REQUEST_ERROR = "request_error"
 
     def __str__(self) -> str:  # the value on every Python version, for f-strings and click.echo
         return self.value
 
 
-#: Categories that blame the configuration: the optimizer records them; ENVIRONMENT aborts the run.
+#: Categories that blame the configuration: the optimizer records them.
 CONFIG_CATEGORIES = frozenset({Category.OOM, Category.CONFIG_INVALID, Category.TIMEOUT, Category.ENGINE_ERROR})
+#: Categories no configuration can fix: the tuner stops the run with one line (stored trials are kept).
+RUN_ABORTS = frozenset({Category.ENVIRONMENT, Category.REQUEST_ERROR})
+_RUN_ABORT_VALUES = frozenset(category.value for category in RUN_ABORTS)
+
+
+def aborts_run(category: str | None) -> bool:
+    """Whether a category (an enum member or the plain string a study stores) is one no config can fix."""
+    return category is not None and str(category) in _RUN_ABORT_VALUES
+
+
+REQUEST_ERROR_SUGGESTION = (
+    "make the workload fit the model: prompts plus outputs within --max-model-len (or a larger one), "
+    "token ids from the model's own tokenizer; the message is the server's"
+)
 
 
 class Phase(str, Enum):
@@ -94,6 +119,41 @@ class CrashReport:
             "timeout",
             phase=Phase.MEASUREMENT,
         )
+
+    @classmethod
+    def requests_refused(cls, root_cause: str) -> CrashReport:
+        """The server refused most requests with a 4xx: the workload does not fit the model (``REQUEST_ERROR``)."""
+        return cls(
+            Category.REQUEST_ERROR, root_cause, REQUEST_ERROR_SUGGESTION, "request_error", phase=Phase.MEASUREMENT
+        )
+
+    @classmethod
+    def requests_failed(cls, root_cause: str) -> CrashReport:
+        """Requests failed with 5xx answers or dropped streams while the log names no cause (``ENGINE_ERROR``)."""
+        return cls(
+            Category.ENGINE_ERROR,
+            root_cause,
+            "the server failed requests under this configuration (5xx answers, dropped streams): lower "
+            "--max-num-seqs or --max-num-batched-tokens, and read the server log for the first error",
+            "request_failures",
+            phase=Phase.MEASUREMENT,
+        )
+
+    @classmethod
+    def requests_timed_out(cls, root_cause: str) -> CrashReport:
+        """Too many requests outlived the request timeout while the server stayed up (``TIMEOUT``)."""
+        return cls(
+            Category.TIMEOUT,
+            root_cause,
+            timeout_suggestion("", Phase.MEASUREMENT, was_ready=True),
+            "request_timeouts",
+            phase=Phase.MEASUREMENT,
+        )
+
+    @property
+    def aborts_run(self) -> bool:
+        """True when no configuration can succeed (the machine or the workload): the tuner stops."""
+        return aborts_run(self.category)
 
     @property
     def is_environment(self) -> bool:
