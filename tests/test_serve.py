@@ -485,10 +485,11 @@ def test_tune_also_refuses_pinned_flags_vllm_rejects_with_its_defaults(tmp_path:
 
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_serve_the_real_vllm_on_cpu(vllm_python: str, tiny_model: Path, tmp_path: Path) -> None:
+def test_serve_the_real_vllm_on_cpu(vllm_python: str, bpe_model: Path, tmp_path: Path) -> None:
+    """Tune (2 trials) and serve a model whose byte-level BPE tokenizer is not shaped around ours."""
     cache, port = tmp_path / "cache", free_port()
     proc = serve_popen(
-        str(tiny_model), "--engine", "vllm", "--device", "cpu",
+        str(bpe_model), "--engine", "vllm", "--device", "cpu",
         "--vllm-cmd", f"{vllm_python} -m vllm.entrypoints.openai.api_server", "--slo", "e2el:p95=30s",
         "--num-prompts", "8", "--request-rate", "8", "--random-input-len", "32", "--random-output-len", "8",
         "--budget", "2", "--confirm-top-k", "1", "--startup-timeout", "240s",

@@ -71,9 +71,9 @@ def search_seed(spec: TuneSpec) -> int:
     """The workload seed of every search trial: one request sequence per study (common random numbers).
 
     Like `vllm bench serve --seed`, every trial replays the same prompts and arrival times, so two
-    trials differ by their configs, not by their workload samples (on a 150-request p95 the sample
-    alone moved the simulated TTFT by ±15%, which hid 5–10% differences between configs). The
-    winner is still not tuned to one sample: confirmations re-measure it on fresh seeds. A spec with
+    trials differ by their configs, not by their workload samples (a p95 over a few hundred requests
+    moves with the sample by more than good configs differ; see `docs/study.md`). The winner is still
+    not tuned to one sample: confirmations re-measure it on fresh seeds. A spec with
     ``search_workload_seed`` names the sample itself (the study's fixed landscape).
     """
     if spec.search_workload_seed is not None:
