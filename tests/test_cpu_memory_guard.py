@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from vllm_slo_guard.engine.lifeline import kill_group
 from vllm_slo_guard.guard import cpu_device, predict
 from vllm_slo_guard.hardware import CpuMemory, node_memory, probe_cpu_memory, visible_memory_nodes, worker_node
 from vllm_slo_guard.tinymodel import make_tiny_model
@@ -317,7 +318,7 @@ def _start_above(
             if (match := MESSAGE_RE.search(text)) is not None:
                 return match, *sample
             if EXPLICIT_RE.search(text):  # memory moved our way and vLLM allocates: stop it before it does
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid)  # its resource tracker last, so vLLM's /dev/shm segments go too
                 print(f"vLLM found more: {text[text.index('Explicitly set') :].splitlines()[0]}, sample {sample}")
                 return None
             sample = (*node_memory(node), _tree_footprint(proc))
