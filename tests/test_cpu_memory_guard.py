@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from vllm_slo_guard.engine.launcher import free_port
 from vllm_slo_guard.engine.lifeline import kill_group
 from vllm_slo_guard.guard import cpu_device, predict
 from vllm_slo_guard.hardware import CpuMemory, node_memory, probe_cpu_memory, visible_memory_nodes, worker_node
@@ -257,16 +257,10 @@ MESSAGE_RE = re.compile(
 EXPLICIT_RE = re.compile(r"Explicitly set \(([\d.]+)/([\d.]+)\) GiB for KV cache on node (\d+)\.")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def vllm_server(vllm_python: str, model: str, args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     argv = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, *args]
-    argv += ["--host", "127.0.0.1", "--port", str(_free_port())]
+    argv += ["--host", "127.0.0.1", "--port", str(free_port())]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -82,7 +82,7 @@ def _predict(model: str, engine_args: Sequence[str], device: Device) -> GuardVer
     except StartupFailure as failure:
         return GuardVerdict(False, failure.category, failure.root_cause)
     except ArgparseExit as exc:
-        return GuardVerdict(False, Category.CONFIG_INVALID, exc.text.strip().splitlines()[-1])
+        return GuardVerdict(False, Category.CONFIG_INVALID, exc.line)
     except SloGuardError:
         raise
     return GuardVerdict(

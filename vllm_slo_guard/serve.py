@@ -119,7 +119,7 @@ def check_pass_through(args: Sequence[str], spec: TuneSpec | None = None) -> Non
     try:
         parse_serve_args(["_model_", *args])
     except ArgparseExit as exc:
-        raise InputError(exc.text.strip().splitlines()[-1]) from None
+        raise InputError(exc.line) from None
     if checked is not None and spec is not None:
         remember_accepted(checked, spec.model or "MODEL", split_frontend(args)[0])
 

@@ -217,7 +217,7 @@ def pinned_knob_names(pinned_args: Sequence[str]) -> set[str]:
     try:
         ns = parse_serve_args(["_model_", *pinned_args])
     except ArgparseExit as exc:
-        raise InputError(exc.text.strip().splitlines()[-1]) from None
+        raise InputError(exc.line) from None
     defaults = vars(parse_serve_args(["_model_"]))
     names = {key for key, value in vars(ns).items() if value != defaults.get(key)}
     if ns.enforce_eager:

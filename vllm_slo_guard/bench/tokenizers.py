@@ -18,12 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import InputError
+from ..hf_cache import cached_snapshot, hub_cache_dir
 from .sim_tokenizer import SimTokenizer
 
 HF_EXTRA_HINT = "pip install 'vllm-slo-guard[hf]'"
@@ -34,7 +34,6 @@ NO_CHAT_TEMPLATE = (
     "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat "
     "template if the tokenizer does not define one."
 )
-_REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 class PromptTokenizer(Protocol):
@@ -130,34 +129,8 @@ class _FastTokenizer:
         raise InputError(f"rendering the chat template of {self.name} needs transformers: {HF_EXTRA_HINT}")
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, by huggingface_hub's rules (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub"
-
-
 def _has_tokenizer(folder: Path) -> bool:
     return any((folder / name).is_file() for name in TOKENIZER_FILES)
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The snapshot folder of ``repo_id`` in the local hub cache that holds a tokenizer (``refs/main`` first)."""
-    if not _REPO_ID.match(repo_id):
-        return None
-    repo = hub_cache_dir() / ("models--" + repo_id.replace("/", "--"))
-    snapshots = repo / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    candidates = []
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        candidates.append(snapshots / ref.read_text().strip())
-    candidates += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
-    return next((snap for snap in candidates if snap.is_dir() and _has_tokenizer(snap)), None)
 
 
 def tokenizer_folder(model: str) -> Path | None:
@@ -165,7 +138,7 @@ def tokenizer_folder(model: str) -> Path | None:
     path = Path(model).expanduser()
     if path.is_dir():
         return path if _has_tokenizer(path) else None
-    return _cached_snapshot(model)
+    return cached_snapshot(model, _has_tokenizer)
 
 
 def _import_transformers() -> Any:
@@ -252,7 +225,6 @@ def prompt_tokenizer(model: str | None, *, sim_fallback: bool) -> PromptTokenize
 __all__ = [
     "NO_CHAT_TEMPLATE",
     "PromptTokenizer",
-    "hub_cache_dir",
     "load_tokenizer",
     "prompt_tokenizer",
     "tokenizer_folder",

@@ -174,7 +174,7 @@ def _check_table(args: Sequence[str], check: FlagCheck) -> None:
     try:
         parse_serve_args(["_model_", *args])
     except ArgparseExit as exc:
-        line = exc.text.strip().splitlines()[-1]
+        line = exc.line
         raise InputError(
             f"vLLM {check.vllm_version} accepts your flags, but vllm-tune knows vLLM {TABLE_VERSION}'s flags and "
             f"reads them as: {line}"

@@ -60,7 +60,7 @@ def _pinned_values(pinned_args: Sequence[str], fixed: Mapping[str, Any]) -> tupl
         try:
             ns = parse_serve_args(["_model_", *pinned_args])
         except ArgparseExit as exc:  # pinned_knob_names reported it already; keep the message anyway
-            raise SloGuardError(exc.text.strip().splitlines()[-1]) from None
+            raise SloGuardError(exc.line) from None
         for name in pinned_knob_names(pinned_args):
             if hasattr(ns, name):
                 values[name] = getattr(ns, name)

@@ -147,7 +147,7 @@ def simulate(
             exit_code=failure.exit_code,
         )
     except ArgparseExit as exc:
-        line = exc.text.strip().splitlines()[-1] if exc.text.strip() else "argument error"
+        line = exc.line
         return SimResult(
             "crash",
             crash_category="config_invalid",

@@ -95,6 +95,12 @@ class ArgparseExit(Exception):
         self.status = status
         self.text = text
 
+    @property
+    def line(self) -> str:
+        """The one line an operator reads: argparse's last, its ``error:`` line."""
+        lines = self.text.strip().splitlines()
+        return lines[-1] if lines else "argument error"
+
 
 class _Parser(argparse.ArgumentParser):
     def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]

@@ -7,30 +7,19 @@ or the built-in catalog of common models (``catalog.MODELS``), so catalog models
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelNotFoundError
+from ..hf_cache import cached_snapshot
 from .arch import ModelArch, arch_from_config
 from .catalog import MODELS
 
 
 def _hf_cache_config(repo_id: str) -> Path | None:
     """config.json of a model already in the local Hugging Face cache, if any (never downloads)."""
-    roots = []
-    if os.environ.get("HF_HUB_CACHE"):
-        roots.append(Path(os.environ["HF_HUB_CACHE"]))
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    roots.append(hf_home / "hub")
-    folder = "models--" + repo_id.replace("/", "--")
-    for root in roots:
-        snapshots = root / folder / "snapshots"
-        if snapshots.is_dir():
-            for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                if (snap / "config.json").is_file():
-                    return snap / "config.json"
-    return None
+    snapshot = cached_snapshot(repo_id, lambda folder: (folder / "config.json").is_file())
+    return snapshot / "config.json" if snapshot is not None else None
 
 
 def _read_config(path: Path, name: str) -> dict[str, Any]:
