@@ -7,6 +7,6 @@ set -euo pipefail
 out=${1:-tuned.toml}
 vllm-tune tune Qwen/Qwen2-1.5B --engine sim --gpu A100-40GB --slo-p95 200ms --request-rate 16 \
   --budget 15 --seed 0 -o "$out"
-study=$(python -c "import sys; from vllm_slo_guard.export import read_toml; print(read_toml(sys.argv[1])['study'])" "$out")
+study=$(python -c "import sys; from vllm_slo_guard.files import read_toml; print(read_toml(sys.argv[1])['study'])" "$out")
 vllm-tune export "$study" --format yaml -o "${out%.toml}.yaml"
 echo "vllm serve Qwen/Qwen2-1.5B $(vllm-tune export "$study" --format args)"
